@@ -1,0 +1,312 @@
+"""Regular constraints as a token-level DFA, indexed by outlines-core.
+
+outlines-core turns a regex and a vocabulary into an ``Index``: for every DFA state,
+the map token → next state (built once, in Rust). We wrap it in our own Matcher so that
+state is a plain int, history is a persistent linked list (``fork`` is O(1),
+``rollback`` walks back), EOS follows the seam's rule, and per-state masks are cached as
+index tensors so ``fill_mask`` is one vectorised scatter instead of a Python loop.
+
+Indexes are cached in memory and on disk (``$STENCIL_CACHE/index``) by
+(regex, vocabulary fingerprint): large JSON Schemas take seconds to index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import outlines_core
+import torch
+
+from plugin.errors import ConstraintViolation, RegexError
+from plugin.matcher import Matcher
+from plugin.paths import cache_dir
+from plugin.vocabulary import Vocabulary
+
+log = logging.getLogger(__name__)
+
+_FINISHED = -1  # pseudo-state after EOS
+_MAX_FORCED = 256
+
+
+class CompiledDFA:
+    """An outlines-core index bound to one :class:`Vocabulary`; immutable, shareable."""
+
+    def __init__(self, pattern: str, vocab: Vocabulary, index: Any) -> None:
+        self.pattern = pattern
+        self.vocab = vocab
+        self._index = index
+        self.initial_state: int = index.get_initial_state()
+        self._finals: frozenset[int] = frozenset(index.get_final_states())
+        self._allowed: dict[int, torch.Tensor] = {}
+        self._lock = threading.Lock()
+        self._eos_tensor = torch.tensor(sorted(vocab.eos_ids), dtype=torch.long)
+        self._distance: dict[int, int] | None = None
+        self._max_distance = 0
+        self._next_distance: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def matcher(self) -> DFAMatcher:
+        return DFAMatcher(self, (self.initial_state, None, 0))
+
+    def is_final(self, state: int) -> bool:
+        return state in self._finals
+
+    def next_state(self, state: int, token_id: int) -> int | None:
+        """The state after ``token_id`` (a text token), or None when it is not allowed."""
+        if token_id in self.vocab.special_ids or not 0 <= token_id < self.vocab.size:
+            return None
+        return self._index.get_next_state(state, token_id)
+
+    def allowed_ids(self, state: int) -> torch.Tensor:
+        """Text tokens allowed in ``state`` (EOS excluded), as a cached long tensor."""
+        ids = self._allowed.get(state)
+        if ids is None:
+            raw = self._index.get_allowed_tokens(state) or []
+            eos = self.vocab.eos_ids
+            special = self.vocab.special_ids
+            ids = torch.tensor(
+                sorted(t for t in raw if t not in eos and t not in special), dtype=torch.long
+            )
+            with self._lock:
+                self._allowed[state] = ids
+        return ids
+
+
+    def distances(self) -> dict[int, int]:
+        """Upper bound, per state, on the tokens needed to reach acceptance.
+
+        Computed once, lazily, over single-byte tokens only (every byte-level vocabulary
+        has all 256): any path they spell is a real token path, so the bound is sound,
+        and the search costs at most 256 lookups per state instead of the full
+        transition table (millions of entries for a mid-size schema).
+        """
+        if self._distance is not None:
+            return self._distance
+        byte_tokens = [ids[0] for b, ids in self.vocab.text_tokens().items() if len(b) == 1]
+        reverse: dict[int, set[int]] = {}
+        seen = {self.initial_state}
+        frontier = [self.initial_state]
+        while frontier:
+            nxt_frontier = []
+            for state in frontier:
+                for tok in byte_tokens:
+                    nxt = self._index.get_next_state(state, tok)
+                    if nxt is None:
+                        continue
+                    reverse.setdefault(nxt, set()).add(state)
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        nxt_frontier.append(nxt)
+            frontier = nxt_frontier
+        distance = {s: 0 for s in seen if s in self._finals}
+        frontier = list(distance)
+        while frontier:
+            nxt_frontier = []
+            for state in frontier:
+                for prev in reverse.get(state, ()):
+                    if prev not in distance:
+                        distance[prev] = distance[state] + 1
+                        nxt_frontier.append(prev)
+            frontier = nxt_frontier
+        with self._lock:
+            self._distance = distance
+            self._max_distance = max(distance.values(), default=0)
+        return distance
+
+    def next_distances(self, state: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(allowed ids, distance bound of the state each leads to) for ``state``."""
+        hit = self._next_distance.get(state)
+        if hit is None:
+            distance = self.distances()
+            ids = self.allowed_ids(state)
+            far = 1 << 30
+            dist = torch.tensor(
+                [distance.get(self._index.get_next_state(state, int(t)), far) for t in ids.tolist()],
+                dtype=torch.long,
+            )
+            hit = (ids, dist)
+            with self._lock:
+                self._next_distance[state] = hit
+        return hit
+
+
+# A history node: (state, parent node, depth). Shared between forks, never mutated.
+_Node = tuple[int, Any, int]
+
+
+class DFAMatcher(Matcher):
+    """Per-sequence state over a :class:`CompiledDFA`."""
+
+    __slots__ = ("_dfa", "_node", "vocab")
+
+    def __init__(self, dfa: CompiledDFA, node: _Node) -> None:
+        self._dfa = dfa
+        self._node = node
+        self.vocab = dfa.vocab
+
+    @property
+    def state(self) -> int:
+        return self._node[0]
+
+    @property
+    def num_advanced(self) -> int:
+        return self._node[2]
+
+    def accepts(self, token_id: int) -> bool:
+        state = self._node[0]
+        if state == _FINISHED:
+            return False
+        if token_id in self.vocab.eos_ids:
+            return self._dfa.is_final(state)
+        return self._dfa.next_state(state, token_id) is not None
+
+    def advance(self, token_id: int) -> None:
+        state, _, depth = self._node
+        if state == _FINISHED:
+            raise ConstraintViolation(f"token {token_id} advanced after end of sequence")
+        if token_id in self.vocab.eos_ids:
+            if not self._dfa.is_final(state):
+                raise ConstraintViolation("EOS advanced before the constraint accepts")
+            nxt = _FINISHED
+        else:
+            found = self._dfa.next_state(state, token_id)
+            if found is None:
+                raise ConstraintViolation(
+                    f"token {token_id} ({self.vocab.token_bytes[token_id]!r}) is not allowed here"
+                )
+            nxt = found
+        self._node = (nxt, self._node, depth + 1)
+
+    def fill_mask(self, mask: torch.Tensor) -> None:
+        state = self._node[0]
+        if state == _FINISHED:
+            return
+        ids = self._dfa.allowed_ids(state)
+        if mask.device.type != "cpu":
+            ids = ids.to(mask.device)
+        mask[ids] = True
+        if self._dfa.is_final(state):
+            mask[self._dfa._eos_tensor.to(mask.device)] = True
+
+    def restrict_to_budget(self, mask: torch.Tensor, remaining: int) -> bool:
+        state = self._node[0]
+        if state == _FINISHED:
+            return False
+        dfa = self._dfa
+        dfa.distances()
+        if remaining - 1 >= dfa._max_distance:
+            return False  # every state reachable within the budget can still finish
+        ids, dist = dfa.next_distances(state)
+        too_far = ids[dist > remaining - 1]
+        if too_far.numel() == 0:
+            return False
+        if too_far.numel() == ids.numel() and not dfa.is_final(state):
+            return False  # the budget cannot be met at all: leave the choice to the model
+        mask[too_far.to(mask.device)] = False
+        return True
+
+    def forced_tokens(self) -> list[int]:
+        out: list[int] = []
+        state = self._node[0]
+        while state != _FINISHED and not self._dfa.is_final(state) and len(out) < _MAX_FORCED:
+            ids = self._dfa.allowed_ids(state)
+            if ids.numel() != 1:
+                break
+            tok = int(ids[0])
+            out.append(tok)
+            nxt = self._dfa.next_state(state, tok)
+            assert nxt is not None
+            state = nxt
+        return out
+
+    def fork(self) -> DFAMatcher:
+        return DFAMatcher(self._dfa, self._node)
+
+    def rollback(self, n: int) -> None:
+        if n < 0 or n > self._node[2]:
+            raise ValueError(f"cannot roll back {n} tokens; {self._node[2]} were advanced")
+        node = self._node
+        for _ in range(n):
+            node = node[1]
+        self._node = node
+
+    def is_accepting(self) -> bool:
+        state = self._node[0]
+        return state == _FINISHED or self._dfa.is_final(state)
+
+    def is_finished(self) -> bool:
+        state = self._node[0]
+        if state == _FINISHED:
+            return True
+        return self._dfa.is_final(state) and self._dfa.allowed_ids(state).numel() == 0
+
+
+# --- compilation and caching -------------------------------------------------------
+
+_MEMORY: OrderedDict[tuple[str, str], CompiledDFA] = OrderedDict()
+_MEMORY_CAP = 64
+_OC_VOCABS: dict[str, Any] = {}
+_COMPILE_LOCK = threading.Lock()
+
+
+def _outlines_vocabulary(vocab: Vocabulary) -> Any:
+    oc_vocab = _OC_VOCABS.get(vocab.fingerprint)
+    if oc_vocab is None:
+        oc_vocab = outlines_core.Vocabulary(min(vocab.eos_ids), vocab.text_tokens())
+        _OC_VOCABS[vocab.fingerprint] = oc_vocab
+    return oc_vocab
+
+
+def _disk_path(key: str) -> Path:
+    return cache_dir() / "index" / f"{key}.bin"
+
+
+def compile_dfa(pattern: str, vocab: Vocabulary) -> CompiledDFA:
+    """Index ``pattern`` (Rust regex syntax, anchored at both ends) over ``vocab``."""
+    mem_key = (pattern, vocab.fingerprint)
+    with _COMPILE_LOCK:
+        hit = _MEMORY.get(mem_key)
+        if hit is not None:
+            _MEMORY.move_to_end(mem_key)
+            return hit
+    key = hashlib.sha256(f"{outlines_core.__name__}\0{vocab.fingerprint}\0{pattern}".encode())
+    path = _disk_path(key.hexdigest()[:40])
+    index = None
+    if path.exists():
+        try:
+            index = pickle.loads(path.read_bytes())
+        except Exception as exc:  # a stale or truncated cache entry: rebuild it
+            log.warning("ignoring unreadable index cache %s: %s", path, exc)
+    if index is None:
+        try:
+            index = outlines_core.Index(pattern, _outlines_vocabulary(vocab))
+        except Exception as exc:  # outlines-core reports regex errors as ValueError
+            raise RegexError(f"cannot compile regex {_short(pattern)}: {exc}") from None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(pickle.dumps(index))
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("could not write index cache %s: %s", path, exc)
+    compiled = CompiledDFA(pattern, vocab, index)
+    start = compiled.initial_state
+    if not compiled.is_final(start) and compiled.allowed_ids(start).numel() == 0:
+        raise RegexError(
+            f"regex {_short(pattern)} matches no text this vocabulary can spell (empty language)"
+        )
+    with _COMPILE_LOCK:
+        _MEMORY[mem_key] = compiled
+        while len(_MEMORY) > _MEMORY_CAP:
+            _MEMORY.popitem(last=False)
+    return compiled
+
+
+def _short(pattern: str, limit: int = 80) -> str:
+    return repr(pattern if len(pattern) <= limit else pattern[:limit] + "…")

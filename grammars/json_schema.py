@@ -1,0 +1,271 @@
+"""``compile_json_schema``: JSON Schema → guaranteed-valid JSON.
+
+Route: the schema is validated (``jsonschema``'s meta-schema check, local ``$ref``
+resolution, obvious unsatisfiability), then *audited*: every keyword must be one this
+route really enforces. outlines-core's regex builder silently drops many keywords
+(``minimum``, ``multipleOf``, ``uniqueItems``, ``patternProperties`` …), turns ``allOf``
+into a concatenation and ``oneOf`` into a plain alternation, so relying on it blindly
+would emit JSON that the schema rejects. With ``strict=True`` (the default) such a
+keyword raises :class:`UnsupportedSchemaError` naming it and its JSON pointer; with
+``strict=False`` it is dropped with a warning that names it. Only then is the schema
+turned into a regex (outlines-core) and indexed over the vocabulary.
+
+What the route may *under*-accept (never over-accept): properties appear in schema
+order, extra properties are not generated, unanchored ``pattern``s are matched whole,
+and recursive ``$ref``s are unrolled to a bounded depth.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jsonschema
+from outlines_core.json_schema import build_regex_from_schema
+
+from grammars.dfa import CompiledDFA, compile_dfa
+from grammars.regex import as_vocabulary, regex_problem
+from plugin.errors import RegexError, SchemaError, UnsupportedSchemaError
+
+WHITESPACE = {"flexible": r"[ \t\n\r]*", "compact": ""}
+
+# Keywords that only annotate (they never change what validates).
+_ANNOTATIONS = frozenset(
+    {"title", "description", "default", "examples", "$schema", "$id", "$comment",
+     "deprecated", "readOnly", "writeOnly", "contentMediaType", "contentEncoding",
+     "nullable", "example", "discriminator", "xml", "externalDocs"}
+)
+# Keywords this route enforces exactly (checked further below where values matter).
+_ENFORCED = frozenset(
+    {"type", "properties", "required", "additionalProperties", "items", "prefixItems",
+     "minItems", "maxItems", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs",
+     "definitions", "minLength", "maxLength", "pattern", "format", "uniqueItems"}
+)
+_FORMATS = frozenset({"date-time", "date", "time", "uuid", "email", "uri"})
+_KNOWN_FORMATS = frozenset(jsonschema.FormatChecker().checkers)
+_TYPES = ("null", "boolean", "object", "array", "number", "string")
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _resolve_pointer(root: Any, ref: str, at: str) -> Any:
+    if not ref.startswith("#"):
+        raise UnsupportedSchemaError("$ref", at, f"only local references are supported, not {ref!r}")
+    node = root
+    fragment = ref[1:]
+    if fragment and not fragment.startswith("/"):
+        raise UnsupportedSchemaError("$ref", at, f"anchor references like {ref!r} are not supported")
+    for raw in fragment.split("/")[1:] if fragment else []:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise SchemaError(f"$ref {ref!r} does not resolve", at)
+    return node
+
+
+def _json_types(schema: Any) -> set[str] | None:
+    """The JSON types a subschema can produce, if evident (None when unknown)."""
+    if not isinstance(schema, Mapping):
+        return None
+    if "const" in schema:
+        return {_type_of(schema["const"])}
+    if "enum" in schema and isinstance(schema["enum"], list):
+        return {_type_of(v) for v in schema["enum"]}
+    t = schema.get("type")
+    if isinstance(t, str):
+        return {"number" if t == "integer" else t}
+    if isinstance(t, list):
+        return {"number" if x == "integer" else x for x in t}
+    return None
+
+
+def _type_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+class _Auditor:
+    """Walks the reachable schema; raises or records what the route cannot enforce."""
+
+    def __init__(self, root: Any, strict: bool) -> None:
+        self.root = root
+        self.strict = strict
+        self.dropped: list[tuple[str, str]] = []
+        self._seen_refs: set[str] = set()
+
+    def unsupported(self, keyword: str, pointer: str, reason: str = "") -> bool:
+        """Raise in strict mode; otherwise record it and tell the caller to drop it."""
+        if self.strict:
+            raise UnsupportedSchemaError(keyword, pointer, reason)
+        self.dropped.append((keyword, pointer))
+        return True
+
+    def walk(self, schema: Any, pointer: str) -> Any:
+        """Return the schema with unsupported keywords removed (non-strict mode)."""
+        if isinstance(schema, bool):
+            if schema is False:
+                self.unsupported("false", pointer, "a false schema allows nothing")
+            return schema
+        if not isinstance(schema, Mapping):
+            raise SchemaError(f"a schema must be an object or a boolean, not {type(schema).__name__}", pointer)
+        out: dict[str, Any] = {}
+        for key, value in schema.items():
+            at = f"{pointer}/{_escape(key)}"
+            if key in _ANNOTATIONS or key in ("$defs", "definitions"):
+                out[key] = value  # definitions are audited when a $ref reaches them
+                continue
+            if key not in _ENFORCED:
+                if self.unsupported(key, at):
+                    continue
+            keep = self._check(key, value, schema, at)
+            if keep is not None:
+                out[key] = keep
+        self._check_required(schema, pointer)
+        self._check_bounds(schema, pointer)
+        return out
+
+    def _check(self, key: str, value: Any, schema: Mapping[str, Any], at: str) -> Any:
+        """Audit one enforced keyword; return its (cleaned) value, or None to drop it."""
+        if key == "properties":
+            return {k: self.walk(v, f"{at}/{_escape(k)}") for k, v in value.items()}
+        if key in ("items", "additionalProperties"):
+            if isinstance(value, list):
+                return None if self.unsupported(key, at, "the array (tuple) form is not supported") else value
+            if key == "additionalProperties" and isinstance(value, bool):
+                return value
+            if key == "additionalProperties" and "properties" in schema:
+                drop = self.unsupported(key, at, "a schema for extra properties next to 'properties'")
+                return None if drop else value
+            return self.walk(value, at)
+        if key in ("anyOf", "prefixItems"):
+            return [self.walk(v, f"{at}/{i}") for i, v in enumerate(value)]
+        if key == "oneOf":
+            kinds = [_json_types(v) for v in value]
+            disjoint = all(k is not None for k in kinds) and sum(len(k) for k in kinds) == len(
+                set().union(*kinds)  # type: ignore[arg-type]
+            )
+            if not disjoint:
+                drop = self.unsupported(key, at, "branches that may overlap (exactly-one cannot be enforced)")
+                return None if drop else value
+            return [self.walk(v, f"{at}/{i}") for i, v in enumerate(value)]
+        if key == "allOf":
+            if len(value) != 1:
+                return None if self.unsupported(key, at, "more than one branch") else value
+            return [self.walk(value[0], f"{at}/0")]
+        if key == "$ref":
+            target = _resolve_pointer(self.root, value, at)
+            if value not in self._seen_refs:
+                self._seen_refs.add(value)
+                self.walk(target, value[1:] or "")
+            return value
+        if key == "format":
+            if value in _FORMATS or value not in _KNOWN_FORMATS:
+                return value if value in _FORMATS else None  # unknown formats only annotate
+            return None if self.unsupported(key, at, f"format {value!r} is not enforced") else value
+        if key == "uniqueItems":
+            if value is True and schema.get("maxItems", 2) > 1:
+                return None if self.unsupported(key, at) else value
+            return None
+        if key == "pattern":
+            problem = regex_problem(value)
+            if problem:
+                return None if self.unsupported(key, at, problem) else value
+            return value
+        if key == "type":
+            names = [value] if isinstance(value, str) else value
+            bad = [n for n in names if n not in _TYPES and n != "integer"]
+            if bad:
+                raise SchemaError(f"unknown type {bad[0]!r}", at)
+        return value
+
+    def _check_required(self, schema: Mapping[str, Any], pointer: str) -> None:
+        required = schema.get("required") or []
+        props = schema.get("properties") or {}
+        missing = [r for r in required if r not in props]
+        if missing:
+            if schema.get("additionalProperties") is False:
+                raise SchemaError(f"required property {missing[0]!r} is forbidden by additionalProperties: false", pointer)
+            self.unsupported("required", f"{pointer}/required", f"required property {missing[0]!r} has no schema in 'properties'")
+
+    def _check_bounds(self, schema: Mapping[str, Any], pointer: str) -> None:
+        for lo, hi in (("minimum", "maximum"), ("minLength", "maxLength"), ("minItems", "maxItems"),
+                       ("minProperties", "maxProperties")):
+            a, b = schema.get(lo), schema.get(hi)
+            if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > b:
+                raise SchemaError(f"unsatisfiable: {lo} {a} > {hi} {b}", pointer)
+
+
+def _load(schema: Any) -> Any:
+    if hasattr(schema, "model_json_schema"):  # a pydantic model class
+        return schema.model_json_schema()
+    if isinstance(schema, (bytes, str)):
+        try:
+            return json.loads(schema)
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"schema is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if isinstance(schema, (Mapping, bool)):
+        return schema
+    raise SchemaError(f"a schema must be a dict, JSON text, boolean or pydantic model, not {type(schema).__name__}")
+
+
+def _meta_check(schema: Any) -> None:
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        pointer = "".join(f"/{_escape(str(p))}" for p in exc.path)
+        raise SchemaError(f"not a valid JSON Schema: {exc.message}", pointer) from None
+
+
+def iter_dropped(schema: Any) -> Iterator[tuple[str, str]]:
+    """The (keyword, pointer) pairs that ``strict=False`` would drop from ``schema``."""
+    auditor = _Auditor(schema, strict=False)
+    auditor.walk(schema, "")
+    yield from auditor.dropped
+
+
+def schema_to_regex(schema: Any, *, whitespace: str = "flexible", strict: bool = True) -> str:
+    """Validate and audit ``schema``, then build the regex of its JSON documents."""
+    schema = _load(schema)
+    _meta_check(schema)
+    auditor = _Auditor(schema, strict)
+    cleaned = auditor.walk(schema, "")
+    for keyword, pointer in auditor.dropped:
+        warnings.warn(
+            f"JSON Schema keyword {keyword!r} at {pointer or '/'!r} is not enforced and was dropped",
+            stacklevel=3,
+        )
+    ws = WHITESPACE.get(whitespace, whitespace)
+    try:
+        return build_regex_from_schema(json.dumps(cleaned), ws)
+    except ValueError as exc:
+        raise UnsupportedSchemaError("schema", "", str(exc).splitlines()[0]) from None
+
+
+def compile_json_schema(
+    schema: Any, tokenizer: Any, *, whitespace: str = "flexible", strict: bool = True
+) -> CompiledDFA:
+    """Compile ``schema`` into a constraint whose every accepted output validates.
+
+    ``whitespace``: ``"flexible"`` (any whitespace JSON allows between tokens),
+    ``"compact"`` (none), or a regex for what may stand between tokens.
+    """
+    pattern = schema_to_regex(schema, whitespace=whitespace, strict=strict)
+    try:
+        return compile_dfa(pattern, as_vocabulary(tokenizer))
+    except RegexError as exc:
+        raise UnsupportedSchemaError("pattern", "", str(exc)) from None

@@ -1,0 +1,1 @@
+"""The language-server bridge (pygls) — built in its own issue."""

@@ -1,0 +1,44 @@
+"""Stencil: constrained decoding for PyTorch + Hugging Face transformers.
+
+Public API: :func:`load_model`, :func:`constrained_generate`, :class:`Generation`,
+:class:`StencilLogitsProcessor`, the :class:`Matcher` seam, :class:`Vocabulary`, and
+the :class:`StencilError` hierarchy.
+"""
+
+from plugin.api import Generation, constrained_generate
+from plugin.errors import (
+    ConstraintViolation,
+    GrammarError,
+    ModelLoadError,
+    OptionError,
+    PromptError,
+    RegexError,
+    SchemaError,
+    StencilError,
+    UnsupportedSchemaError,
+    VocabularyError,
+)
+from plugin.logits_processor import StencilLogitsProcessor
+from plugin.matcher import CompiledConstraint, Matcher
+from plugin.models import load_model, load_tokenizer
+from plugin.vocabulary import Vocabulary
+
+__all__ = [
+    "CompiledConstraint",
+    "ConstraintViolation",
+    "Generation",
+    "GrammarError",
+    "Matcher",
+    "ModelLoadError",
+    "OptionError",
+    "PromptError",
+    "RegexError",
+    "SchemaError",
+    "StencilError",
+    "StencilLogitsProcessor",
+    "UnsupportedSchemaError",
+    "Vocabulary",
+    "constrained_generate",
+    "load_model",
+    "load_tokenizer",
+]

@@ -1,0 +1,167 @@
+"""The public entry point: ``constrained_generate``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from plugin.decoder import FINISH_STOP, decode
+from plugin.errors import OptionError, PromptError
+from plugin.matcher import CompiledConstraint
+from plugin.sampling import SamplingParams
+from plugin.vocabulary import Vocabulary
+
+SAMPLERS = ("mask",)
+JSON_GENERATION_WHITESPACE = r"[ ]?"
+_OPTIONS = {
+    "repetition_penalty", "whitespace", "strict", "jump_forward", "finish_within_budget",
+    "constraint", "should_stop",
+}
+
+
+@dataclass
+class Generation:
+    """One constrained generation.
+
+    ``finish_reason``: ``"stop"`` (the constraint accepts and the model ended, or the
+    constraint allowed nothing more), ``"length"`` (``max_new_tokens`` ran out),
+    ``"dead_end"`` (the constraint allowed no token; never an invalid token), or
+    ``"cancelled"``. ``valid`` says whether the constraint accepts the whole output.
+    """
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    valid: bool
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_constraint(
+    tokenizer: Any,
+    *,
+    grammar: Any = None,
+    json_schema: Any = None,
+    regex: str | None = None,
+    whitespace: str = JSON_GENERATION_WHITESPACE,
+    strict: bool = True,
+) -> CompiledConstraint | None:
+    """Compile the one constraint named by the keyword given (None when none is)."""
+    given = [name for name, v in (("grammar", grammar), ("json_schema", json_schema), ("regex", regex)) if v is not None]
+    if len(given) > 1:
+        raise OptionError(f"give at most one of grammar, json_schema, regex (got {', '.join(given)})")
+    if regex is not None:
+        from grammars.regex import compile_regex
+
+        return compile_regex(regex, tokenizer)
+    if json_schema is not None:
+        from grammars.json_schema import compile_json_schema
+
+        return compile_json_schema(json_schema, tokenizer, whitespace=whitespace, strict=strict)
+    if grammar is not None:
+        from grammars import compile as compile_grammar
+
+        return compile_grammar(grammar, tokenizer)
+    return None
+
+
+def encode_prompt(tokenizer: Any, prompt: str, *, chat: bool) -> list[int]:
+    """Token ids of ``prompt``, wrapped as a user turn of the chat template if ``chat``."""
+    if not isinstance(prompt, str) or not prompt:
+        raise PromptError("the prompt is empty")
+    if chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise PromptError("chat=True but the tokenizer has no chat template")
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+        return list(tokenizer(text, add_special_tokens=False).input_ids)
+    return list(tokenizer(prompt).input_ids)
+
+
+def _context_length(model: Any) -> int | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "max_position_embeddings", None)
+
+
+def constrained_generate(
+    model: Any,
+    tokenizer: Any,
+    prompt: str,
+    *,
+    grammar: Any = None,
+    json_schema: Any = None,
+    regex: str | None = None,
+    sampler: str = "mask",
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int | None = None,
+    chat: bool = False,
+    **options: Any,
+) -> Generation:
+    """Generate from ``model`` after ``prompt`` so that the output satisfies the constraint.
+
+    Give at most one of ``grammar`` (built-in name, Lark text or path), ``json_schema``
+    (dict, JSON text or pydantic model) and ``regex``; with none the generation is
+    unconstrained. Options: ``repetition_penalty`` (default 1.0), ``whitespace`` (JSON
+    whitespace between tokens: ``"flexible"``, ``"compact"`` or a regex; default one
+    optional space, so a small model cannot ramble in blanks), ``strict`` (refuse schema
+    keywords we cannot enforce; default True), ``jump_forward`` (default True),
+    ``finish_within_budget`` (near the end of ``max_new_tokens``, allow only tokens
+    after which the constraint can still be completed in time; default True),
+    ``constraint`` (an already compiled constraint), ``should_stop`` (a callable polled
+    every step, for cancellation).
+    """
+    unknown = set(options) - _OPTIONS
+    if unknown:
+        raise OptionError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    if sampler not in SAMPLERS:
+        raise OptionError(f"unknown sampler {sampler!r}; available: {', '.join(SAMPLERS)}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise OptionError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    params = SamplingParams(temperature, top_p, top_k, options.get("repetition_penalty", 1.0))
+
+    constraint = options.get("constraint")
+    if constraint is None:
+        constraint = build_constraint(
+            tokenizer,
+            grammar=grammar,
+            json_schema=json_schema,
+            regex=regex,
+            whitespace=options.get("whitespace", JSON_GENERATION_WHITESPACE),
+            strict=options.get("strict", True),
+        )
+    elif any(v is not None for v in (grammar, json_schema, regex)):
+        raise OptionError("give either constraint= or grammar/json_schema/regex, not both")
+    vocab = constraint.vocab if constraint is not None else Vocabulary.from_tokenizer(tokenizer)
+
+    prompt_ids = encode_prompt(tokenizer, prompt, chat=chat)
+    context = _context_length(model)
+    if context is not None and len(prompt_ids) + max_new_tokens > context:
+        room = context - len(prompt_ids)
+        detail = f"at most {room} new tokens fit" if room > 0 else "the prompt alone does not fit"
+        raise PromptError(
+            f"prompt has {len(prompt_ids)} tokens and max_new_tokens={max_new_tokens}, but the "
+            f"model's context is {context} tokens ({detail})"
+        )
+
+    matcher = constraint.matcher() if constraint is not None else None
+    result = decode(
+        model,
+        vocab,
+        prompt_ids,
+        matcher,
+        params,
+        max_new_tokens,
+        seed=seed,
+        jump_forward=options.get("jump_forward", True),
+        finish_within_budget=options.get("finish_within_budget", True),
+        should_stop=options.get("should_stop"),
+    )
+    text = vocab.decode(result.token_ids).decode("utf-8", errors="replace")
+    valid = matcher.is_accepting() if matcher is not None else result.finish_reason == FINISH_STOP
+    return Generation(text, result.token_ids, result.finish_reason, valid, result.stats)

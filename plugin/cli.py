@@ -1,0 +1,131 @@
+"""The ``stencil`` command: ``stencil generate …`` and ``stencil demo``.
+
+Every :class:`StencilError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from plugin.errors import OptionError, StencilError
+
+
+def _read(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise OptionError(f"cannot read {what} file {path!r}: {exc.strerror or exc}") from None
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="HF model id or local path (default: bundled SmolLM2-135M-Instruct)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--dtype", help="float32, float16 or bfloat16")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stencil", description="Constrained generation for code LMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate one constrained output")
+    src = gen.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="prompt text")
+    src.add_argument("--prompt-file", help="read the prompt from a file")
+    con = gen.add_mutually_exclusive_group()
+    con.add_argument("--json-schema", metavar="FILE", help="JSON Schema file")
+    con.add_argument("--regex", help="regular expression the whole output must match")
+    con.add_argument("--grammar", metavar="NAME|FILE", help="built-in grammar name or .lark file")
+    gen.add_argument("--max-new-tokens", type=int, default=256)
+    gen.add_argument("--temperature", type=float, default=0.0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--repetition-penalty", type=float, default=1.0)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--sampler", default="mask")
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    gen.add_argument("--whitespace", help="JSON whitespace: flexible, compact, or a regex")
+    gen.add_argument("--no-strict", action="store_true", help="drop unsupported schema keywords (with a warning)")
+    gen.add_argument("--json", action="store_true", help="print the Generation as JSON")
+    _add_model_args(gen)
+
+    demo = sub.add_parser("demo", help="constrained JSON, SQL and Python on the default model")
+    demo.add_argument("--max-new-tokens", type=int, default=96)
+    _add_model_args(demo)
+    return parser
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from plugin.api import constrained_generate
+    from plugin.models import load_model
+
+    prompt = args.prompt if args.prompt is not None else _read(args.prompt_file, "prompt")
+    schema = _read(args.json_schema, "--json-schema") if args.json_schema else None
+    options: dict[str, Any] = {"repetition_penalty": args.repetition_penalty}
+    if args.whitespace:
+        options["whitespace"] = args.whitespace
+    if args.no_strict:
+        options["strict"] = False
+    # Compile before loading the model so that a bad constraint fails fast.
+    from plugin.api import build_constraint
+    from plugin.models import load_tokenizer
+
+    grammar = args.grammar
+    constraint = None
+    if schema is not None or args.regex is not None or grammar is not None:
+        tokenizer = load_tokenizer(args.model)
+        constraint = build_constraint(
+            tokenizer,
+            grammar=grammar,
+            json_schema=schema,
+            regex=args.regex,
+            whitespace=options.pop("whitespace", r"[ ]?"),
+            strict=options.pop("strict", True),
+        )
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    gen = constrained_generate(
+        model,
+        tokenizer,
+        prompt,
+        sampler=args.sampler,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+        chat=args.chat,
+        constraint=constraint,
+        **options,
+    )
+    if args.json:
+        print(json.dumps(gen.to_dict(), ensure_ascii=False))
+    else:
+        print(gen.text)
+        print(
+            f"[{gen.finish_reason}, valid={gen.valid}, {gen.stats['tokens']} tokens, "
+            f"{gen.stats['tokens_per_second']:.1f} tok/s]",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            return _generate(args)
+        from plugin.demo import run_demo
+
+        return run_demo(args.model, device=args.device, dtype=args.dtype, max_new_tokens=args.max_new_tokens)
+    except StencilError as exc:
+        print(f"stencil: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

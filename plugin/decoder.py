@@ -1,0 +1,169 @@
+"""The decode loop: owns the model forward and its KV cache.
+
+One prefill over the prompt, then one forward per sampled token. When the constraint
+leaves no choice (``forced_tokens``), every forced token is appended and the model
+reads them all in a single forward (jump-forward): masked sampling would have picked
+them with probability 1, so the output distribution is unchanged and the model runs
+fewer, wider steps. Near the end of the budget, matchers that can bound their distance
+to acceptance (``restrict_to_budget``) drop tokens after which the output could no
+longer finish, so a constrained output ends valid rather than cut off. The loop ends when the model picks EOS (allowed only where the
+matcher accepts), when the constraint allows nothing but EOS, or when tokens run out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from plugin.matcher import Matcher
+from plugin.sampling import SamplingParams, apply_repetition_penalty, choose_token
+from plugin.vocabulary import Vocabulary
+
+FINISH_STOP = "stop"  # the model ended where the constraint accepts, or nothing else was allowed
+FINISH_LENGTH = "length"  # max_new_tokens ran out first
+FINISH_DEAD_END = "dead_end"  # the constraint allowed no token at all (a grammar bug, reported)
+FINISH_CANCELLED = "cancelled"  # should_stop() asked to stop
+
+
+@dataclass
+class DecodeResult:
+    """What the loop produced, EOS excluded from ``token_ids``."""
+
+    token_ids: list[int]
+    finish_reason: str
+    stats: dict[str, Any]
+    step_constraint_us: list[float] = field(default_factory=list)
+
+
+def stop_token_ids(model: Any, vocab: Vocabulary) -> frozenset[int]:
+    """EOS ids of the tokenizer plus those of the model's generation config."""
+    ids = set(vocab.eos_ids)
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(config_eos, int):
+        ids.add(config_eos)
+    elif config_eos:
+        ids.update(config_eos)
+    return frozenset(ids)
+
+
+class _Model:
+    """The model plus its KV cache, fed incrementally."""
+
+    def __init__(self, model: Any) -> None:
+        from transformers import DynamicCache
+
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.cache = DynamicCache()
+        self.seconds = 0.0
+
+    @torch.inference_mode()
+    def feed(self, token_ids: list[int]) -> torch.Tensor:
+        """Append ``token_ids`` to the context; return float32 logits for the next token."""
+        start = time.perf_counter()
+        ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
+        out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True)
+        logits = out.logits[0, -1].float()
+        self.seconds += time.perf_counter() - start
+        return logits
+
+
+def decode(
+    model: Any,
+    vocab: Vocabulary,
+    prompt_ids: list[int],
+    matcher: Matcher | None,
+    params: SamplingParams,
+    max_new_tokens: int,
+    *,
+    seed: int | None = None,
+    jump_forward: bool = True,
+    finish_within_budget: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+) -> DecodeResult:
+    """Generate up to ``max_new_tokens`` tokens after ``prompt_ids`` under ``matcher``."""
+    start = time.perf_counter()
+    runner = _Model(model)
+    generator = torch.Generator(device=runner.device)
+    generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+    stop_ids = stop_token_ids(model, vocab)
+    out: list[int] = []
+    step_us: list[float] = []
+    forced_count = 0
+    budget_steps = 0
+    checks = 0
+    finish = FINISH_LENGTH
+    logits = runner.feed(prompt_ids)
+    width = logits.numel()
+    mask = torch.zeros(width, dtype=torch.bool, device=runner.device)
+
+    while len(out) < max_new_tokens:
+        if should_stop is not None and should_stop():
+            finish = FINISH_CANCELLED
+            break
+        t0 = time.perf_counter()
+        if matcher is not None:
+            if matcher.is_finished():
+                step_us.append((time.perf_counter() - t0) * 1e6)
+                finish = FINISH_STOP
+                break
+            forced = matcher.forced_tokens()[: max_new_tokens - len(out)] if jump_forward else []
+            if forced:
+                for tok in forced:
+                    matcher.advance(tok)
+                step_us.append((time.perf_counter() - t0) * 1e6)
+                out.extend(forced)
+                forced_count += len(forced)
+                logits = runner.feed(forced)
+                continue
+            mask.zero_()
+            matcher.fill_mask(mask)
+            checks += vocab.size
+            if finish_within_budget and matcher.restrict_to_budget(mask, max_new_tokens - len(out)):
+                budget_steps += 1
+            if not bool(mask.any()):
+                step_us.append((time.perf_counter() - t0) * 1e6)
+                finish = FINISH_DEAD_END
+                break
+        t_constraint = time.perf_counter() - t0
+        if params.repetition_penalty != 1.0 and out:
+            logits = apply_repetition_penalty(
+                logits, torch.tensor(out, device=logits.device), params.repetition_penalty
+            )
+        token = choose_token(logits, mask if matcher is not None else None, params, generator)
+        t1 = time.perf_counter()
+        if matcher is not None:
+            matcher.advance(token)
+        t_constraint += time.perf_counter() - t1
+        step_us.append(t_constraint * 1e6)
+        if token in stop_ids:
+            finish = FINISH_STOP
+            break
+        out.append(token)
+        if len(out) < max_new_tokens:
+            logits = runner.feed([token])
+
+    if finish == FINISH_LENGTH and matcher is not None and matcher.is_finished():
+        finish = FINISH_STOP  # the budget ended exactly where the constraint completes
+    seconds = time.perf_counter() - start
+    constraint_seconds = sum(step_us) / 1e6
+    stats: dict[str, Any] = {
+        "tokens": len(out),
+        "prompt_tokens": len(prompt_ids),
+        "seconds": seconds,
+        "model_seconds": runner.seconds,
+        "tokens_per_second": len(out) / seconds if seconds > 0 else 0.0,
+        "constraint_seconds": constraint_seconds,
+        "constraint_checks": checks,
+        "forced_tokens": forced_count,
+        "budget_restricted_steps": budget_steps,
+    }
+    if step_us:
+        ordered = sorted(step_us)
+        stats["constraint_us_per_step_p50"] = ordered[len(ordered) // 2]
+        stats["constraint_us_per_step_p99"] = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return DecodeResult(out, finish, stats, step_us)

@@ -1,0 +1,94 @@
+"""The Matcher seam: what every constraint offers every sampler.
+
+A *compiled constraint* is built once per (constraint, vocabulary) and is immutable;
+its ``matcher()`` gives the cheap per-sequence state. Samplers only talk to this
+interface, so a regex, a JSON Schema, a Lark grammar or a monitor are interchangeable:
+
+* ``accepts(t)`` – may token ``t`` come next? One token, cheap (rejection sampling).
+* ``advance(t)`` – consume ``t`` (raises :class:`ConstraintViolation` if not allowed).
+* ``fill_mask(mask)`` – set ``mask[t] = True`` for every allowed ``t`` (full masking).
+* ``forced_tokens()`` – tokens the constraint leaves no choice about (jump-forward).
+* ``fork()`` / ``rollback(n)`` – branch or undo, for SMC, ASAp and speculation.
+* ``is_accepting()`` – may the output end here? End-of-sequence is allowed only then.
+
+End-of-sequence is part of the seam: ``accepts(eos)`` is ``is_accepting()``,
+``fill_mask`` sets the EOS ids when accepting, and ``advance(eos)`` finishes the
+matcher (nothing is allowed after it). Samplers therefore never special-case EOS.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Protocol
+
+import torch
+
+from plugin.vocabulary import Vocabulary
+
+
+class Matcher(ABC):
+    """Per-sequence state of a compiled constraint (see module docstring)."""
+
+    vocab: Vocabulary
+
+    @abstractmethod
+    def accepts(self, token_id: int) -> bool:
+        """Whether ``token_id`` may come next."""
+
+    @abstractmethod
+    def advance(self, token_id: int) -> None:
+        """Consume ``token_id``; raise ``ConstraintViolation`` if it is not allowed."""
+
+    @abstractmethod
+    def fill_mask(self, mask: torch.Tensor) -> None:
+        """Set ``mask[t] = True`` for every allowed token (the caller zeroes it first)."""
+
+    @abstractmethod
+    def forced_tokens(self) -> list[int]:
+        """The tokens that must come next whatever is sampled (possibly none)."""
+
+    @abstractmethod
+    def fork(self) -> Matcher:
+        """An independent copy sharing history; O(1)."""
+
+    @abstractmethod
+    def rollback(self, n: int) -> None:
+        """Undo the last ``n`` advanced tokens."""
+
+    @abstractmethod
+    def is_accepting(self) -> bool:
+        """Whether the text so far is a complete member of the constraint's language."""
+
+    @abstractmethod
+    def is_finished(self) -> bool:
+        """Whether EOS was advanced, or the constraint allows nothing but EOS."""
+
+    def restrict_to_budget(self, mask: torch.Tensor, remaining: int) -> bool:
+        """Clear allowed tokens after which acceptance needs more than ``remaining - 1``
+        further tokens, so an output can always finish within its token budget.
+
+        Optional capability: the default does nothing and returns False. An
+        implementation must never clear every token: when the budget cannot be met it
+        leaves the mask as it was and returns False.
+        """
+        return False
+
+    @property
+    @abstractmethod
+    def num_advanced(self) -> int:
+        """How many tokens were advanced (EOS included); ``rollback`` goes back from here."""
+
+
+class CompiledConstraint(Protocol):
+    """A constraint bound to one vocabulary; immutable and shareable across threads."""
+
+    vocab: Vocabulary
+
+    def matcher(self) -> Matcher:
+        """A fresh matcher at the constraint's start."""
+        ...
+
+
+def new_mask(size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A zeroed boolean mask of ``size`` entries (the shape ``fill_mask`` expects)."""
+    return torch.zeros(size, dtype=torch.bool, device=device)
