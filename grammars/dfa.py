@@ -8,6 +8,16 @@ index tensors so ``fill_mask`` is one vectorised scatter instead of a Python loo
 
 Indexes are cached in memory and on disk (``$STENCIL_CACHE/index``) by
 (regex, vocabulary fingerprint): large JSON Schemas take seconds to index.
+
+An end sentinel works around an outlines-core bug (0.2.10–0.2.14): its DFA reports
+matches one byte late, and the index drops every token that leaves an accepting
+state into a non-accepting one (``a(xb)?`` loses ``a → ax``; the number ``0`` cannot be
+continued by ``.5``). We index ``(?:P)`` followed by a private-use character that no
+output ever contains, through a pseudo-token beyond the vocabulary: matches then only
+end after the sentinel, no mid-text transition is dropped, and a state accepts exactly
+when the sentinel leads from it to an index-final state. Real tokens containing the
+sentinel's lead byte (0xF4: only plane-16 private-use characters) are left out of the
+index, so no output can contain them.
 """
 
 from __future__ import annotations
@@ -32,30 +42,42 @@ from plugin.vocabulary import Vocabulary
 log = logging.getLogger(__name__)
 
 _FINISHED = -1  # pseudo-state after EOS
+_SENTINEL = "\U0010fffd"  # a private-use character that ends every indexed pattern
+_SENTINEL_LEAD = 0xF4
 _MAX_FORCED = 256
 
 
 class CompiledDFA:
     """An outlines-core index bound to one :class:`Vocabulary`; immutable, shareable."""
 
-    def __init__(self, pattern: str, vocab: Vocabulary, index: Any) -> None:
+    def __init__(
+        self, pattern: str, vocab: Vocabulary, index: Any, distance: dict[int, int] | None = None
+    ) -> None:
         self.pattern = pattern
         self.vocab = vocab
         self._index = index
         self.initial_state: int = index.get_initial_state()
-        self._finals: frozenset[int] = frozenset(index.get_final_states())
+        self._index_finals: frozenset[int] = frozenset(index.get_final_states())
+        self._sentinel_id = vocab.size  # the pseudo-token spelling _SENTINEL
+        self._final: dict[int, bool] = {}
         self._allowed: dict[int, torch.Tensor] = {}
         self._lock = threading.Lock()
         self._eos_tensor = torch.tensor(sorted(vocab.eos_ids), dtype=torch.long)
-        self._distance: dict[int, int] | None = None
-        self._max_distance = 0
+        self._distance: dict[int, int] | None = distance
+        self._max_distance = max(distance.values(), default=0) if distance else 0
+        self._text = _text_token_filter(vocab)
         self._next_distance: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def matcher(self) -> DFAMatcher:
         return DFAMatcher(self, (self.initial_state, None, 0))
 
     def is_final(self, state: int) -> bool:
-        return state in self._finals
+        """Whether the text that led to ``state`` matches the whole pattern."""
+        hit = self._final.get(state)
+        if hit is None:
+            hit = self._index.get_next_state(state, self._sentinel_id) in self._index_finals
+            self._final[state] = hit
+        return hit
 
     def next_state(self, state: int, token_id: int) -> int | None:
         """The state after ``token_id`` (a text token), or None when it is not allowed."""
@@ -67,12 +89,9 @@ class CompiledDFA:
         """Text tokens allowed in ``state`` (EOS excluded), as a cached long tensor."""
         ids = self._allowed.get(state)
         if ids is None:
-            raw = self._index.get_allowed_tokens(state) or []
-            eos = self.vocab.eos_ids
-            special = self.vocab.special_ids
-            ids = torch.tensor(
-                sorted(t for t in raw if t not in eos and t not in special), dtype=torch.long
-            )
+            raw = torch.tensor(self._index.get_allowed_tokens(state) or [], dtype=torch.long)
+            raw = raw[raw < self.vocab.size]  # drop the sentinel pseudo-token
+            ids = raw[self._text[raw]].sort().values if raw.numel() else raw
             with self._lock:
                 self._allowed[state] = ids
         return ids
@@ -104,7 +123,7 @@ class CompiledDFA:
                         seen.add(nxt)
                         nxt_frontier.append(nxt)
             frontier = nxt_frontier
-        distance = {s: 0 for s in seen if s in self._finals}
+        distance = {s: 0 for s in seen if self.is_final(s)}
         frontier = list(distance)
         while frontier:
             nxt_frontier = []
@@ -249,6 +268,18 @@ class DFAMatcher(Matcher):
 
 # --- compilation and caching -------------------------------------------------------
 
+_TEXT_FILTERS: dict[str, torch.Tensor] = {}
+
+
+def _text_token_filter(vocab: Vocabulary) -> torch.Tensor:
+    """Bool tensor: True for ids that are text tokens (not special, not EOS)."""
+    hit = _TEXT_FILTERS.get(vocab.fingerprint)
+    if hit is None:
+        hit = torch.ones(vocab.size, dtype=torch.bool)
+        hit[sorted(vocab.special_ids | vocab.eos_ids)] = False
+        _TEXT_FILTERS[vocab.fingerprint] = hit
+    return hit
+
 _MEMORY: OrderedDict[tuple[str, str], CompiledDFA] = OrderedDict()
 _MEMORY_CAP = 64
 _OC_VOCABS: dict[str, Any] = {}
@@ -258,7 +289,12 @@ _COMPILE_LOCK = threading.Lock()
 def _outlines_vocabulary(vocab: Vocabulary) -> Any:
     oc_vocab = _OC_VOCABS.get(vocab.fingerprint)
     if oc_vocab is None:
-        oc_vocab = outlines_core.Vocabulary(min(vocab.eos_ids), vocab.text_tokens())
+        # No real token may spell any part of the sentinel, or a partial sentinel could be
+        # generated at an accepting state. Its lead byte 0xF4 only starts characters of
+        # plane 16 (private use), so those are the only texts this costs.
+        tokens = {b: ids for b, ids in vocab.text_tokens().items() if _SENTINEL_LEAD not in b}
+        tokens[_SENTINEL.encode()] = [vocab.size]
+        oc_vocab = outlines_core.Vocabulary(min(vocab.eos_ids), tokens)
         _OC_VOCABS[vocab.fingerprint] = oc_vocab
     return oc_vocab
 
@@ -275,27 +311,34 @@ def compile_dfa(pattern: str, vocab: Vocabulary) -> CompiledDFA:
         if hit is not None:
             _MEMORY.move_to_end(mem_key)
             return hit
-    key = hashlib.sha256(f"{outlines_core.__name__}\0{vocab.fingerprint}\0{pattern}".encode())
+    key = hashlib.sha256(f"v4\0{vocab.fingerprint}\0{pattern}".encode())
     path = _disk_path(key.hexdigest()[:40])
-    index = None
+    entry = None
     if path.exists():
         try:
-            index = pickle.loads(path.read_bytes())
+            entry = pickle.loads(path.read_bytes())
+            compiled = CompiledDFA(pattern, vocab, entry["index"], entry["distance"])
         except Exception as exc:  # a stale or truncated cache entry: rebuild it
             log.warning("ignoring unreadable index cache %s: %s", path, exc)
-    if index is None:
+            entry = None
+    if entry is None:
         try:
-            index = outlines_core.Index(pattern, _outlines_vocabulary(vocab))
+            index = outlines_core.Index(f"(?:{pattern}){_SENTINEL}", _outlines_vocabulary(vocab))
         except Exception as exc:  # outlines-core reports regex errors as ValueError
+            if "incompatible with the regex" in str(exc):
+                raise RegexError(
+                    f"regex {_short(pattern)} matches no text this vocabulary can spell "
+                    "(empty language, or characters the vocabulary lacks)"
+                ) from None
             raise RegexError(f"cannot compile regex {_short(pattern)}: {exc}") from None
+        compiled = CompiledDFA(pattern, vocab, index)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_bytes(pickle.dumps(index))
+            tmp.write_bytes(pickle.dumps({"index": index, "distance": compiled.distances()}))
             tmp.replace(path)
         except OSError as exc:
             log.warning("could not write index cache %s: %s", path, exc)
-    compiled = CompiledDFA(pattern, vocab, index)
     start = compiled.initial_state
     if not compiled.is_final(start) and compiled.allowed_ids(start).numel() == 0:
         raise RegexError(

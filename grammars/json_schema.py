@@ -122,6 +122,7 @@ class _Auditor:
             return schema
         if not isinstance(schema, Mapping):
             raise SchemaError(f"a schema must be an object or a boolean, not {type(schema).__name__}", pointer)
+        self._check_bounds(schema, pointer)
         out: dict[str, Any] = {}
         for key, value in schema.items():
             at = f"{pointer}/{_escape(key)}"
@@ -135,7 +136,6 @@ class _Auditor:
             if keep is not None:
                 out[key] = keep
         self._check_required(schema, pointer)
-        self._check_bounds(schema, pointer)
         return out
 
     def _check(self, key: str, value: Any, schema: Mapping[str, Any], at: str) -> Any:
