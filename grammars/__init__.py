@@ -12,15 +12,14 @@ from grammars.regex import compile_regex
 from plugin.errors import GrammarError
 
 
-def compile(grammar: Any, tokenizer: Any) -> Any:  # noqa: A001 - the documented API name
+def compile(grammar: Any, tokenizer: Any) -> Any:
     """Compile a Lark grammar (built-in name, Lark text or path).
 
     The Lark engine is the subject of its own issue and is not built yet: this raises a
     clear :class:`GrammarError` instead of pretending to constrain.
     """
     raise GrammarError(
-        "Lark grammars are not supported yet (the grammar engine is not built); "
-        "use json_schema= or regex="
+        "Lark grammars are not supported yet (the grammar engine is not built); use json_schema= or regex="
     )
 
 

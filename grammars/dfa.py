@@ -96,7 +96,6 @@ class CompiledDFA:
                 self._allowed[state] = ids
         return ids
 
-
     def distances(self) -> dict[int, int]:
         """Upper bound, per state, on the tokens needed to reach acceptance.
 
@@ -279,6 +278,7 @@ def _text_token_filter(vocab: Vocabulary) -> torch.Tensor:
         hit[sorted(vocab.special_ids | vocab.eos_ids)] = False
         _TEXT_FILTERS[vocab.fingerprint] = hit
     return hit
+
 
 _MEMORY: OrderedDict[tuple[str, str], CompiledDFA] = OrderedDict()
 _MEMORY_CAP = 64

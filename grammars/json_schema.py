@@ -31,17 +31,54 @@ from plugin.errors import RegexError, SchemaError, UnsupportedSchemaError
 
 WHITESPACE = {"flexible": r"[ \t\n\r]*", "compact": ""}
 
-# Keywords that only annotate (they never change what validates).
+# Keywords that only annotate (they never change what validates); keywords the
+# dialect's validator does not know are treated the same way (see _Auditor).
 _ANNOTATIONS = frozenset(
-    {"title", "description", "default", "examples", "$schema", "$id", "$comment",
-     "deprecated", "readOnly", "writeOnly", "contentMediaType", "contentEncoding",
-     "nullable", "example", "discriminator", "xml", "externalDocs"}
+    {
+        "title",
+        "description",
+        "default",
+        "examples",
+        "$schema",
+        "$id",
+        "$comment",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "contentMediaType",
+        "contentEncoding",
+        "nullable",
+        "example",
+        "discriminator",
+        "xml",
+        "externalDocs",
+    }
 )
 # Keywords this route enforces exactly (checked further below where values matter).
 _ENFORCED = frozenset(
-    {"type", "properties", "required", "additionalProperties", "items", "prefixItems",
-     "minItems", "maxItems", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs",
-     "definitions", "minLength", "maxLength", "pattern", "format", "uniqueItems"}
+    {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "prefixItems",
+        "minItems",
+        "maxItems",
+        "enum",
+        "const",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "$ref",
+        "$defs",
+        "definitions",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "format",
+        "uniqueItems",
+    }
 )
 _FORMATS = frozenset({"date-time", "date", "time", "uuid", "email", "uri"})
 _KNOWN_FORMATS = frozenset(jsonschema.FormatChecker().checkers)
@@ -104,6 +141,9 @@ class _Auditor:
     def __init__(self, root: Any, strict: bool) -> None:
         self.root = root
         self.strict = strict
+        # Keywords the validator of this schema's dialect asserts; any other keyword
+        # is ignored by validators (an annotation or a typo) and needs no enforcing.
+        self.asserting = frozenset(_validator_class(root).VALIDATORS)
         self.dropped: list[tuple[str, str]] = []
         self._seen_refs: set[str] = set()
 
@@ -121,7 +161,9 @@ class _Auditor:
                 self.unsupported("false", pointer, "a false schema allows nothing")
             return schema
         if not isinstance(schema, Mapping):
-            raise SchemaError(f"a schema must be an object or a boolean, not {type(schema).__name__}", pointer)
+            raise SchemaError(
+                f"a schema must be an object or a boolean, not {type(schema).__name__}", pointer
+            )
         self._check_bounds(schema, pointer)
         out: dict[str, Any] = {}
         for key, value in schema.items():
@@ -130,6 +172,9 @@ class _Auditor:
                 out[key] = value  # definitions are audited when a $ref reaches them
                 continue
             if key not in _ENFORCED:
+                if key not in self.asserting:
+                    out[key] = value
+                    continue
                 if self.unsupported(key, at):
                     continue
             keep = self._check(key, value, schema, at)
@@ -198,12 +243,22 @@ class _Auditor:
         missing = [r for r in required if r not in props]
         if missing:
             if schema.get("additionalProperties") is False:
-                raise SchemaError(f"required property {missing[0]!r} is forbidden by additionalProperties: false", pointer)
-            self.unsupported("required", f"{pointer}/required", f"required property {missing[0]!r} has no schema in 'properties'")
+                raise SchemaError(
+                    f"required property {missing[0]!r} is forbidden by additionalProperties: false", pointer
+                )
+            self.unsupported(
+                "required",
+                f"{pointer}/required",
+                f"required property {missing[0]!r} has no schema in 'properties'",
+            )
 
     def _check_bounds(self, schema: Mapping[str, Any], pointer: str) -> None:
-        for lo, hi in (("minimum", "maximum"), ("minLength", "maxLength"), ("minItems", "maxItems"),
-                       ("minProperties", "maxProperties")):
+        for lo, hi in (
+            ("minimum", "maximum"),
+            ("minLength", "maxLength"),
+            ("minItems", "maxItems"),
+            ("minProperties", "maxProperties"),
+        ):
             a, b = schema.get(lo), schema.get(hi)
             if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > b:
                 raise SchemaError(f"unsatisfiable: {lo} {a} > {hi} {b}", pointer)
@@ -216,14 +271,22 @@ def _load(schema: Any) -> Any:
         try:
             return json.loads(schema)
         except json.JSONDecodeError as exc:
-            raise SchemaError(f"schema is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+            raise SchemaError(
+                f"schema is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from None
     if isinstance(schema, (Mapping, bool)):
         return schema
-    raise SchemaError(f"a schema must be a dict, JSON text, boolean or pydantic model, not {type(schema).__name__}")
+    raise SchemaError(
+        f"a schema must be a dict, JSON text, boolean or pydantic model, not {type(schema).__name__}"
+    )
+
+
+def _validator_class(schema: Any) -> Any:
+    return jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
 
 
 def _meta_check(schema: Any) -> None:
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    cls = _validator_class(schema)
     try:
         cls.check_schema(schema)
     except jsonschema.SchemaError as exc:

@@ -45,8 +45,7 @@ def regex_problem(pattern: Any) -> str | None:
         return f"invalid regex {pattern!r}: {exc.msg}{where}"
     if _NON_REGULAR.search(pattern):
         return (
-            f"regex {pattern!r} uses look-around or back-references, which a finite "
-            "automaton cannot enforce"
+            f"regex {pattern!r} uses look-around or back-references, which a finite automaton cannot enforce"
         )
     return None
 

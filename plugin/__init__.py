@@ -38,6 +38,7 @@ __all__ = [
     "StencilLogitsProcessor",
     "UnsupportedSchemaError",
     "Vocabulary",
+    "VocabularyError",
     "constrained_generate",
     "load_model",
     "load_tokenizer",

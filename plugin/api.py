@@ -14,8 +14,13 @@ from plugin.vocabulary import Vocabulary
 SAMPLERS = ("mask",)
 JSON_GENERATION_WHITESPACE = r"[ ]?"
 _OPTIONS = {
-    "repetition_penalty", "whitespace", "strict", "jump_forward", "finish_within_budget",
-    "constraint", "should_stop",
+    "repetition_penalty",
+    "whitespace",
+    "strict",
+    "jump_forward",
+    "finish_within_budget",
+    "constraint",
+    "should_stop",
 }
 
 
@@ -49,7 +54,11 @@ def build_constraint(
     strict: bool = True,
 ) -> CompiledConstraint | None:
     """Compile the one constraint named by the keyword given (None when none is)."""
-    given = [name for name, v in (("grammar", grammar), ("json_schema", json_schema), ("regex", regex)) if v is not None]
+    given = [
+        name
+        for name, v in (("grammar", grammar), ("json_schema", json_schema), ("regex", regex))
+        if v is not None
+    ]
     if len(given) > 1:
         raise OptionError(f"give at most one of grammar, json_schema, regex (got {', '.join(given)})")
     if regex is not None:

@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--sampler", default="mask")
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     gen.add_argument("--whitespace", help="JSON whitespace: flexible, compact, or a regex")
-    gen.add_argument("--no-strict", action="store_true", help="drop unsupported schema keywords (with a warning)")
+    gen.add_argument(
+        "--no-strict", action="store_true", help="drop unsupported schema keywords (with a warning)"
+    )
     gen.add_argument("--json", action="store_true", help="print the Generation as JSON")
     _add_model_args(gen)
 

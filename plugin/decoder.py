@@ -6,8 +6,9 @@ reads them all in a single forward (jump-forward): masked sampling would have pi
 them with probability 1, so the output distribution is unchanged and the model runs
 fewer, wider steps. Near the end of the budget, matchers that can bound their distance
 to acceptance (``restrict_to_budget``) drop tokens after which the output could no
-longer finish, so a constrained output ends valid rather than cut off. The loop ends when the model picks EOS (allowed only where the
-matcher accepts), when the constraint allows nothing but EOS, or when tokens run out.
+longer finish, so a constrained output ends valid rather than cut off. The loop ends
+when the model picks EOS (allowed only where the matcher accepts), when the constraint
+allows nothing but EOS, or when tokens run out.
 """
 
 from __future__ import annotations

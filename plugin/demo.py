@@ -99,7 +99,9 @@ def _check_python(text: str) -> tuple[bool, str]:
         return False, f"SyntaxError: {exc.msg}"
 
 
-def _report(title: str, gen: Generation, check: Callable[[str], tuple[bool, str]], baseline_tps: float) -> bool:
+def _report(
+    title: str, gen: Generation, check: Callable[[str], tuple[bool, str]], baseline_tps: float
+) -> bool:
     ok, how = check(gen.text)
     s = gen.stats
     per_token_us = s["constraint_seconds"] / max(1, s["tokens"]) * 1e6
@@ -127,30 +129,40 @@ def run_demo(
 
     t0 = time.perf_counter()
     model, tok = load_model(model_name, device=device, dtype=dtype)
-    print(f"loaded {model_name or 'SmolLM2-135M-Instruct (default)'} on {model.device} in {time.perf_counter() - t0:.1f} s")
+    name = model_name or "SmolLM2-135M-Instruct (default)"
+    print(f"loaded {name} on {model.device} in {time.perf_counter() - t0:.1f} s")
     base = constrained_generate(model, tok, "Write a haiku about parsers.", chat=True, max_new_tokens=32)
     baseline_tps = base.stats["tokens_per_second"]
 
     results = []
     gen = constrained_generate(
-        model, tok,
+        model,
+        tok,
         "Give one example user record as JSON matching this schema: " + json.dumps(USER_SCHEMA),
-        json_schema=USER_SCHEMA, chat=True, max_new_tokens=max_new_tokens,
+        json_schema=USER_SCHEMA,
+        chat=True,
+        max_new_tokens=max_new_tokens,
     )
     results.append(_report("JSON Schema (user record)", gen, _check_json, baseline_tps))
 
     tables = "; ".join(f"{t}({', '.join(c)})" for t, c in DEMO_TABLES.items())
     gen = constrained_generate(
-        model, tok,
+        model,
+        tok,
         f"Tables: {tables}. Write one SQLite query: how many singers are older than 30?",
-        regex=select_regex(DEMO_TABLES), chat=True, max_new_tokens=max_new_tokens,
+        regex=select_regex(DEMO_TABLES),
+        chat=True,
+        max_new_tokens=max_new_tokens,
     )
     results.append(_report("SQL (SELECT over the real schema)", gen, _check_sql, baseline_tps))
 
     gen = constrained_generate(
-        model, tok,
+        model,
+        tok,
         "Write a Python function area(width, height) that returns the area of a rectangle.",
-        regex=function_regex("area", ["width", "height"]), chat=True, max_new_tokens=max_new_tokens,
+        regex=function_regex("area", ["width", "height"]),
+        chat=True,
+        max_new_tokens=max_new_tokens,
     )
     results.append(_report("Python function", gen, _check_python, baseline_tps))
     print(f"\n{sum(results)}/{len(results)} outputs valid under the real parsers")

@@ -8,8 +8,6 @@ and sends every forbidden logit to -inf. EOS is allowed only where the matcher a
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from transformers import LogitsProcessor
 
@@ -57,5 +55,3 @@ class StencilLogitsProcessor(LogitsProcessor):
         if self._matchers is None:
             raise RuntimeError("the processor has not been called yet")
         return self._matchers
-
-

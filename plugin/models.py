@@ -157,7 +157,7 @@ def load_model(
 
 def _looks_like_path(name: str | os.PathLike[str]) -> bool:
     text = os.fspath(name)
-    return text.startswith((".", "/", "~")) or os.sep in text and text.count("/") != 1
+    return text.startswith((".", "/", "~")) or (os.sep in text and text.count("/") != 1)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -18,6 +18,7 @@ constraint never allows them, and end-of-sequence is handled by the Matcher itse
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -46,7 +47,7 @@ def _byte_level_decoder() -> dict[str, int]:
             printable.append(b)
             codepoints.append(256 + shift)
             shift += 1
-    return {chr(c): b for b, c in zip(printable, codepoints)}
+    return {chr(c): b for b, c in zip(printable, codepoints, strict=True)}
 
 
 def _decoder_types(spec: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -106,10 +107,8 @@ class Vocabulary:
         if cached is not None:
             return cached
         vocab = _build(tokenizer)
-        try:
+        with contextlib.suppress(TypeError):  # not weak-referenceable: build each time
             _CACHE[tokenizer] = vocab
-        except TypeError:
-            pass
         return vocab
 
 

@@ -26,15 +26,22 @@ def accepts_text(compiled, tokenizer, text: str) -> bool:
     ("schema", "keyword", "pointer"),
     [
         ({"type": "integer", "minimum": 30}, "minimum", "/minimum"),
-        ({"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 3}}}, "multipleOf",
-         "/properties/n/multipleOf"),
+        (
+            {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 3}}},
+            "multipleOf",
+            "/properties/n/multipleOf",
+        ),
         ({"type": "array", "uniqueItems": True}, "uniqueItems", "/uniqueItems"),
         ({"type": "object", "patternProperties": {"^x": {}}}, "patternProperties", "/patternProperties"),
         ({"not": {"type": "string"}}, "not", "/not"),
         ({"oneOf": [{"type": "integer"}, {"type": "number"}]}, "oneOf", "/oneOf"),
         ({"allOf": [{"type": "integer"}, {"type": "number"}]}, "allOf", "/allOf"),
         ({"type": "string", "format": "ipv4"}, "format", "/format"),
-        ({"$defs": {"p": {"type": "integer", "maximum": 3}}, "$ref": "#/$defs/p"}, "maximum", "/$defs/p/maximum"),
+        (
+            {"$defs": {"p": {"type": "integer", "maximum": 3}}, "$ref": "#/$defs/p"},
+            "maximum",
+            "/$defs/p/maximum",
+        ),
         ({"type": "object", "required": ["x"]}, "required", "/required"),
         ({"type": "string", "pattern": "(?=a)"}, "pattern", "/pattern"),
     ],
@@ -63,8 +70,11 @@ def test_non_strict_drops_with_a_warning_naming_the_keyword(default_tokenizer):
         ({"$ref": "#/$defs/missing"}, "does not resolve", "/$ref"),
         ({"type": "integer", "minimum": 5, "maximum": 1}, "unsatisfiable", ""),
         ({"type": "string", "minLength": 5, "maxLength": 1}, "unsatisfiable", ""),
-        ({"type": "object", "properties": {}, "required": ["a"], "additionalProperties": False},
-         "forbidden", ""),
+        (
+            {"type": "object", "properties": {}, "required": ["a"], "additionalProperties": False},
+            "forbidden",
+            "",
+        ),
     ],
 )
 def test_invalid_schemas_get_schema_error_with_pointer(default_tokenizer, schema, message, pointer):
