@@ -9,7 +9,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from plugin.errors import OptionError, StencilError
 
@@ -61,31 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from plugin.api import constrained_generate
-    from plugin.models import load_model
+    from plugin.api import JSON_GENERATION_WHITESPACE, build_constraint, constrained_generate
+    from plugin.models import load_model, load_tokenizer
 
     prompt = args.prompt if args.prompt is not None else _read(args.prompt_file, "prompt")
     schema = _read(args.json_schema, "--json-schema") if args.json_schema else None
-    options: dict[str, Any] = {"repetition_penalty": args.repetition_penalty}
-    if args.whitespace:
-        options["whitespace"] = args.whitespace
-    if args.no_strict:
-        options["strict"] = False
-    # Compile before loading the model so that a bad constraint fails fast.
-    from plugin.api import build_constraint
-    from plugin.models import load_tokenizer
-
-    grammar = args.grammar
+    # Compile before loading the model so that a bad constraint fails at once.
     constraint = None
-    if schema is not None or args.regex is not None or grammar is not None:
-        tokenizer = load_tokenizer(args.model)
+    if schema is not None or args.regex is not None or args.grammar is not None:
         constraint = build_constraint(
-            tokenizer,
-            grammar=grammar,
+            load_tokenizer(args.model),
+            grammar=args.grammar,
             json_schema=schema,
             regex=args.regex,
-            whitespace=options.pop("whitespace", r"[ ]?"),
-            strict=options.pop("strict", True),
+            whitespace=args.whitespace or JSON_GENERATION_WHITESPACE,
+            strict=not args.no_strict,
         )
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     gen = constrained_generate(
@@ -100,7 +89,7 @@ def _generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         chat=args.chat,
         constraint=constraint,
-        **options,
+        repetition_penalty=args.repetition_penalty,
     )
     if args.json:
         print(json.dumps(gen.to_dict(), ensure_ascii=False))
