@@ -99,6 +99,7 @@ def decode(
     checks = 0
     finish = FINISH_LENGTH
     logits = runner.feed(prompt_ids)
+    prefill_seconds = time.perf_counter() - start
     width = logits.numel()
     mask = torch.zeros(width, dtype=torch.bool, device=runner.device)
 
@@ -157,7 +158,9 @@ def decode(
         "prompt_tokens": len(prompt_ids),
         "seconds": seconds,
         "model_seconds": runner.seconds,
-        "tokens_per_second": len(out) / seconds if seconds > 0 else 0.0,
+        "prefill_seconds": prefill_seconds,
+        # decoding speed: the prompt's prefill is reported apart
+        "tokens_per_second": len(out) / (seconds - prefill_seconds) if seconds > prefill_seconds else 0.0,
         "constraint_seconds": constraint_seconds,
         "constraint_checks": checks,
         "forced_tokens": forced_count,
