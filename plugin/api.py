@@ -31,7 +31,8 @@ class Generation:
     ``finish_reason``: ``"stop"`` (the constraint accepts and the model ended, or the
     constraint allowed nothing more), ``"length"`` (``max_new_tokens`` ran out),
     ``"dead_end"`` (the constraint allowed no token; never an invalid token), or
-    ``"cancelled"``. ``valid`` says whether the constraint accepts the whole output.
+    ``"cancelled"``. ``valid`` says whether the constraint accepts the whole output
+    (without a constraint: whether the model ended by itself).
     """
 
     text: str
