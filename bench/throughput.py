@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from plugin.api import build_constraint, encode_prompt
-from plugin.decoder import decode
+from plugin.decoder import decode, percentile
 from plugin.demo import DEMO_TABLES, USER_SCHEMA, function_regex, select_regex
 from plugin.models import load_model
 from plugin.sampling import SamplingParams
@@ -52,11 +52,6 @@ TASKS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
-
-
 def replay_ours(constraint: Any, tokens: list[int], size: int) -> list[float]:
     """µs per step for fill_mask + advance over ``tokens`` (caches already warm)."""
     m = constraint.matcher()
@@ -75,7 +70,7 @@ def replay_outlines(constraint: Any, tokens: list[int], size: int) -> list[float
     """µs per step for outlines-core's Guide: write_mask_into + advance."""
     import outlines_core
 
-    guide = outlines_core.Guide(constraint._index)
+    guide = outlines_core.Guide(constraint.index)
     words = torch.zeros((size + 1 + 31) // 32, dtype=torch.int32)
     out = []
     for t in tokens:

@@ -74,6 +74,17 @@ class CompiledDFA:
     def matcher(self) -> DFAMatcher:
         return DFAMatcher(self, (self.initial_state, None, 0))
 
+    @property
+    def index(self) -> Any:
+        """The underlying outlines-core ``Index`` (for benchmarks against its ``Guide``)."""
+        return self._index
+
+    @property
+    def max_distance(self) -> int:
+        """The largest finite distance bound over all states."""
+        self.distances()
+        return self._max_distance
+
     def is_final(self, state: int) -> bool:
         """Whether the text that led to ``state`` matches the whole pattern."""
         hit = self._final.get(state)
@@ -123,14 +134,14 @@ class CompiledDFA:
     def distances(self) -> dict[int, int]:
         """Upper bound, per state, on the tokens needed to reach acceptance.
 
-        Computed once, lazily, over single-byte tokens only (every byte-level vocabulary
-        has all 256): any path they spell is a real token path, so the bound is sound,
-        and the search costs at most 256 lookups per state instead of the full
+        Computed once when the constraint is compiled (and stored in the disk cache), over
+        single-byte tokens only: any path they spell is a real token path, so the bound
+        is sound, and the search costs at most 256 lookups per state instead of the full
         transition table (millions of entries for a mid-size schema).
         """
         if self._distance is not None:
             return self._distance
-        byte_tokens = [ids[0] for b, ids in self.vocab.text_tokens().items() if len(b) == 1]
+        byte_tokens = self.vocab.single_byte_ids
         reverse: dict[int, set[int]] = {}
         seen = {self.initial_state}
         frontier = [self.initial_state]
@@ -242,8 +253,7 @@ class DFAMatcher(Matcher):
         if state == _FINISHED:
             return False
         dfa = self._dfa
-        dfa.distances()
-        if remaining - 1 >= dfa._max_distance:
+        if remaining - 1 >= dfa.max_distance:
             return False  # every state reachable within the budget can still finish
         ids, dist = dfa.next_distances(state)
         too_far = ids[dist > remaining - 1]

@@ -40,6 +40,12 @@ class DecodeResult:
     step_constraint_us: list[float] = field(default_factory=list)
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values`` by nearest rank; NaN when empty."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
 def stop_token_ids(model: Any, vocab: Vocabulary) -> frozenset[int]:
     """EOS ids of the tokenizer plus those of the model's generation config."""
     ids = set(vocab.eos_ids)
@@ -167,7 +173,6 @@ def decode(
         "budget_restricted_steps": budget_steps,
     }
     if step_us:
-        ordered = sorted(step_us)
-        stats["constraint_us_per_step_p50"] = ordered[len(ordered) // 2]
-        stats["constraint_us_per_step_p99"] = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        stats["constraint_us_per_step_p50"] = percentile(step_us, 0.5)
+        stats["constraint_us_per_step_p99"] = percentile(step_us, 0.99)
     return DecodeResult(out, finish, stats, step_us)

@@ -42,8 +42,6 @@ class StencilLogitsProcessor(LogitsProcessor):
                 matcher.advance(token)
         mask = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
         for row, matcher in enumerate(self._matchers):
-            if matcher.is_finished() and not matcher.is_accepting():
-                continue
             matcher.fill_mask(mask[row])
             if not bool(mask[row].any()):  # finished rows keep EOS so softmax stays finite
                 mask[row, self._eos.to(scores.device)] = True

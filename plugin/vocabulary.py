@@ -24,7 +24,7 @@ import json
 import re
 import weakref
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from plugin.errors import VocabularyError
@@ -88,6 +88,15 @@ class Vocabulary:
         """Concatenate the bytes of ``token_ids`` (special tokens contribute nothing)."""
         tb = self.token_bytes
         return b"".join(tb[i] for i in token_ids)
+
+    @cached_property
+    def single_byte_ids(self) -> tuple[int, ...]:
+        """One text token id for each byte value the vocabulary spells alone."""
+        found: dict[bytes, int] = {}
+        for i, b in enumerate(self.token_bytes):
+            if len(b) == 1 and i not in self.special_ids:
+                found.setdefault(b, i)
+        return tuple(found.values())
 
     def text_tokens(self) -> dict[bytes, list[int]]:
         """Non-empty byte strings → the ids that spell them (specials excluded)."""
