@@ -17,6 +17,7 @@ and recursive ``$ref``s are unrolled to a bounded depth.
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from collections.abc import Iterator, Mapping
@@ -146,6 +147,7 @@ class _Auditor:
         self.asserting = frozenset(_validator_class(root).VALIDATORS)
         self.dropped: list[tuple[str, str]] = []
         self._seen_refs: set[str] = set()
+        self.cleaned_refs: dict[str, Any] = {}  # $ref → its target with drops removed
 
     def unsupported(self, keyword: str, pointer: str, reason: str = "") -> bool:
         """Raise in strict mode; otherwise record it and tell the caller to drop it."""
@@ -215,7 +217,7 @@ class _Auditor:
             target = _resolve_pointer(self.root, value, at)
             if value not in self._seen_refs:
                 self._seen_refs.add(value)
-                self.walk(target, value[1:] or "")
+                self.cleaned_refs[value] = self.walk(target, value[1:] or "")
             return value
         if key == "format":
             if value in _FORMATS or value not in _KNOWN_FORMATS:
@@ -236,6 +238,27 @@ class _Auditor:
             if bad:
                 raise SchemaError(f"unknown type {bad[0]!r}", at)
         return value
+
+    def cleaned(self, walked_root: Any) -> Any:
+        """``walked_root`` with every referenced definition replaced by its cleaned form.
+
+        ``walk`` copies ``$defs`` untouched (they are audited where a ``$ref`` reaches
+        them), so without this a keyword dropped inside a definition would still reach
+        the regex builder. Works on a deep copy: the caller's schema is never changed.
+        """
+        if not self.dropped:
+            return walked_root
+        result = copy.deepcopy(walked_root)
+        for ref in sorted(self.cleaned_refs, key=lambda r: r.count("/")):
+            parts = [p.replace("~1", "/").replace("~0", "~") for p in ref[1:].split("/")[1:]]
+            if not parts:  # "#": the root itself, already walked
+                continue
+            node = result
+            for part in parts[:-1]:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            last = parts[-1]
+            node[int(last) if isinstance(node, list) else last] = copy.deepcopy(self.cleaned_refs[ref])
+        return result
 
     def _check_required(self, schema: Mapping[str, Any], pointer: str) -> None:
         required = schema.get("required") or []
@@ -306,7 +329,7 @@ def schema_to_regex(schema: Any, *, whitespace: str = "flexible", strict: bool =
     schema = _load(schema)
     _meta_check(schema)
     auditor = _Auditor(schema, strict)
-    cleaned = auditor.walk(schema, "")
+    cleaned = auditor.cleaned(auditor.walk(schema, ""))
     for keyword, pointer in auditor.dropped:
         warnings.warn(
             f"JSON Schema keyword {keyword!r} at {pointer or '/'!r} is not enforced and was dropped",

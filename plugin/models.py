@@ -71,7 +71,7 @@ def default_model_dir() -> Path:
     source = _gguf_dir()
     print(
         f"stencil: first load of {DEFAULT_MODEL}: dequantizing the GGUF once into {target} "
-        "(about 20 s; later loads take about a second)",
+        "(about 20 s; later loads take a few seconds)",
         file=sys.stderr,
     )
     start = time.perf_counter()

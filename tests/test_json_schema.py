@@ -143,3 +143,19 @@ def test_maskbench_no_instance_accepted_that_jsonschema_rejects(default_tokenize
             if accepts_text(compiled, default_tokenizer, json.dumps(test["data"])):
                 assert validator.is_valid(test["data"]), (path.name, test["data"])
     assert compiled_count >= 20
+
+
+def test_non_strict_cleans_referenced_definitions_too(default_tokenizer):
+    """A dropped keyword inside $defs must not reach the regex builder either: outlines-core
+    would turn this allOf into a concatenation and accept "12" for an integer."""
+    schema = {
+        "$defs": {"n": {"allOf": [{"type": "integer"}, {"type": "integer", "maximum": 9}]}},
+        "type": "object",
+        "properties": {"a": {"$ref": "#/$defs/n"}},
+        "required": ["a"],
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = compile_json_schema(schema, default_tokenizer, strict=False)
+    assert not accepts_text(compiled, default_tokenizer, '{"a": 12}')
+    assert "allOf" in schema["$defs"]["n"]  # the caller's schema is left untouched
