@@ -1,4 +1,4 @@
-"""Constraints compiled against a vocabulary: regex, JSON Schema, (soon) Lark grammars.
+"""Constraints compiled against a vocabulary: regex, JSON Schema and Lark grammars.
 
 Every compiled constraint offers ``.matcher()`` returning a :class:`plugin.matcher.Matcher`.
 """
@@ -9,18 +9,13 @@ from typing import Any
 
 from grammars.json_schema import compile_json_schema
 from grammars.regex import compile_regex
-from plugin.errors import GrammarError
+from grammars.lark_compile import BUILTINS, compile_grammar
 
 
-def compile(grammar: Any, tokenizer: Any) -> Any:
-    """Compile a Lark grammar (built-in name, Lark text or path).
-
-    The Lark engine is the subject of its own issue and is not built yet: this raises a
-    clear :class:`GrammarError` instead of pretending to constrain.
-    """
-    raise GrammarError(
-        "Lark grammars are not supported yet (the grammar engine is not built); use json_schema= or regex="
-    )
+def compile(grammar: Any, tokenizer: Any, *, start: str | None = None) -> Any:
+    """Compile a Lark grammar: a built-in name (``"json"``, ``"sql"``, ``"python"``), Lark
+    text, or a path to a ``.lark`` file. See :mod:`grammars.lark_compile`."""
+    return compile_grammar(grammar, tokenizer, start=start)
 
 
-__all__ = ["compile", "compile_json_schema", "compile_regex"]
+__all__ = ["BUILTINS", "compile", "compile_grammar", "compile_json_schema", "compile_regex"]

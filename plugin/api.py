@@ -21,6 +21,7 @@ _OPTIONS = {
     "finish_within_budget",
     "constraint",
     "should_stop",
+    "prefix",
 }
 
 
@@ -124,7 +125,10 @@ def constrained_generate(
     ``finish_within_budget`` (near the end of ``max_new_tokens``, allow only tokens
     after which the constraint can still be completed in time; default True),
     ``constraint`` (an already compiled constraint), ``should_stop`` (a callable polled
-    every step, for cancellation).
+    every step, for cancellation), ``prefix`` (completion mode: text the matcher consumes
+    before generating, usually the code before the cursor that the prompt ends with;
+    the output then continues it, and ``prefix + text`` is what the constraint
+    accepts; a prefix the constraint cannot continue raises ``PromptError``).
     """
     unknown = set(options) - _OPTIONS
     if unknown:
@@ -159,7 +163,17 @@ def constrained_generate(
             f"model's context is {context} tokens ({detail})"
         )
 
-    matcher = constraint.matcher() if constraint is not None else None
+    prefix = options.get("prefix")
+    if prefix is not None and constraint is None:
+        raise OptionError("prefix= needs a constraint (grammar=, json_schema= or regex=)")
+    if prefix is not None and not hasattr(constraint, "matcher_after"):
+        raise OptionError(f"prefix= is supported for grammar= constraints, not {type(constraint).__name__}")
+    if constraint is None:
+        matcher = None
+    elif prefix:
+        matcher = constraint.matcher_after(prefix)
+    else:
+        matcher = constraint.matcher()
     result = decode(
         model,
         vocab,

@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     con = gen.add_mutually_exclusive_group()
     con.add_argument("--json-schema", metavar="FILE", help="JSON Schema file")
     con.add_argument("--regex", help="regular expression the whole output must match")
-    con.add_argument("--grammar", metavar="NAME|FILE", help="built-in grammar name or .lark file")
+    con.add_argument("--grammar", metavar="NAME|FILE", help="built-in grammar (json, sql, python) or .lark file")
+    con.add_argument("--prefix-file", metavar="FILE",
+                     help="completion mode: the constraint first consumes this file's text (code before the cursor)")
     gen.add_argument("--max-new-tokens", type=int, default=256)
     gen.add_argument("--temperature", type=float, default=0.0)
     gen.add_argument("--top-p", type=float, default=1.0)
@@ -90,6 +92,7 @@ def _generate(args: argparse.Namespace) -> int:
         chat=args.chat,
         constraint=constraint,
         repetition_penalty=args.repetition_penalty,
+        prefix=_read(args.prefix_file, "--prefix-file") if args.prefix_file else None,
     )
     if args.json:
         print(json.dumps(gen.to_dict(), ensure_ascii=False))

@@ -1,0 +1,278 @@
+"""Terminal regexes (Python ``re`` syntax, as Lark writes them) as NFAs over UTF-8 bytes.
+
+The grammar engine lexes the bytes of tokens, not characters: a token may hold half of
+a multi-byte character. So every character class is compiled to the UTF-8 byte
+sequences of its code points (surrogates excluded, as UTF-8 cannot carry them), and the
+lexer DFA built from these NFAs (:mod:`grammars.lexer_dfa`) runs byte by byte.
+
+Look-around, back-references and anchors cannot be expressed as a finite automaton over
+bytes; they raise :class:`UnsupportedPattern`, which the grammar compiler turns into a
+``GrammarError`` naming the terminal.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import re._constants as sre_c
+import re._parser as sre_parse
+from dataclasses import dataclass, field
+
+MAX_UNICODE = 0x10FFFF
+_SURROGATES = (0xD800, 0xDFFF)
+_REPEAT_UNROLL_LIMIT = 100
+
+
+class UnsupportedPattern(ValueError):
+    """The pattern uses a construct a byte automaton cannot express."""
+
+
+@dataclass
+class ByteNFA:
+    """Thompson NFA: ``edges[s]`` is a list of (lo, hi, target) byte ranges, ``eps[s]`` targets."""
+
+    edges: list[list[tuple[int, int, int]]] = field(default_factory=list)
+    eps: list[list[int]] = field(default_factory=list)
+
+    def new_state(self) -> int:
+        self.edges.append([])
+        self.eps.append([])
+        return len(self.edges) - 1
+
+
+Ranges = list[tuple[int, int]]
+
+
+def _normalise(ranges: Ranges) -> Ranges:
+    out: Ranges = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _negate(ranges: Ranges) -> Ranges:
+    out: Ranges = []
+    nxt = 0
+    for lo, hi in _normalise(ranges):
+        if lo > nxt:
+            out.append((nxt, lo - 1))
+        nxt = hi + 1
+    if nxt <= MAX_UNICODE:
+        out.append((nxt, MAX_UNICODE))
+    return out
+
+
+@functools.cache
+def _category_ranges(category: str) -> tuple[tuple[int, int], ...]:
+    """Code-point ranges of ``\\d``, ``\\w``, ``\\s`` as Python's Unicode ``re`` defines them."""
+    pattern = {"d": r"\d+", "w": r"\w+", "s": r"\s+"}[category]
+    text = "".join(chr(c) for c in range(MAX_UNICODE + 1) if not _SURROGATES[0] <= c <= _SURROGATES[1])
+    ranges: Ranges = []
+    for m in re.finditer(pattern, text):
+        lo, hi = ord(m.group()[0]), ord(m.group()[-1])
+        ranges.append((lo, hi))
+    # The surrogate gap made code points around it adjacent in ``text``; split such runs.
+    fixed: Ranges = []
+    for lo, hi in ranges:
+        if lo < _SURROGATES[0] <= hi:
+            fixed += [(lo, _SURROGATES[0] - 1), (_SURROGATES[1] + 1, hi)]
+        else:
+            fixed.append((lo, hi))
+    return tuple(_normalise(fixed))
+
+
+_CATEGORIES = {
+    sre_c.CATEGORY_DIGIT: ("d", False),
+    sre_c.CATEGORY_NOT_DIGIT: ("d", True),
+    sre_c.CATEGORY_WORD: ("w", False),
+    sre_c.CATEGORY_NOT_WORD: ("w", True),
+    sre_c.CATEGORY_SPACE: ("s", False),
+    sre_c.CATEGORY_NOT_SPACE: ("s", True),
+}
+
+
+def _category(cat: object, ascii_only: bool) -> Ranges:
+    name, negated = _CATEGORIES[cat]
+    if ascii_only:
+        base = _normalise([(i, i) for i in range(128) if re.match(f"\\{name}", chr(i), re.ASCII)])
+    else:
+        base = list(_category_ranges(name))
+    return _negate(base) if negated else base
+
+
+def _case_variants(cp: int) -> Ranges:
+    ch = chr(cp)
+    out = {cp}
+    for v in (ch.lower(), ch.upper()):
+        if len(v) == 1:
+            out.add(ord(v))
+    return [(c, c) for c in out]
+
+
+def _utf8_sequences(lo: int, hi: int) -> list[list[tuple[int, int]]]:
+    """Split code points ``lo..hi`` into byte-range sequences (each a list of (lo, hi) bytes)."""
+    out: list[list[tuple[int, int]]] = []
+    for a, b in ((0, 0x7F), (0x80, 0x7FF), (0x800, 0xFFFF), (0x10000, MAX_UNICODE)):
+        s, e = max(lo, a), min(hi, b)
+        if s > e:
+            continue
+        # Remove surrogates from the 3-byte block.
+        parts = [(s, e)]
+        if a == 0x800:
+            parts = [(x, y) for x, y in ((s, min(e, 0xD7FF)), (max(s, 0xE000), e)) if x <= y]
+        for x, y in parts:
+            out.extend(_split_same_length(x, y))
+    return out
+
+
+def _split_same_length(lo: int, hi: int) -> list[list[tuple[int, int]]]:
+    enc_lo, enc_hi = chr(lo).encode(), chr(hi).encode()
+    n = len(enc_lo)
+    if n == 1:
+        return [[(lo, hi)]]
+    # Split until every byte position varies independently (a cross product of ranges).
+    for i in range(1, n):
+        mask = (1 << (6 * i)) - 1
+        if lo & ~mask != hi & ~mask:
+            if lo & mask != 0:
+                return _split_same_length(lo, lo | mask) + _split_same_length((lo | mask) + 1, hi)
+            if hi & mask != mask:
+                return _split_same_length(lo, (hi & ~mask) - 1) + _split_same_length(hi & ~mask, hi)
+    return [[(enc_lo[k], enc_hi[k]) for k in range(n)]]
+
+
+class _Builder:
+    def __init__(self, nfa: ByteNFA, ignore_case: bool, ascii_only: bool, dotall: bool) -> None:
+        self.nfa = nfa
+        self.dotall = dotall
+        self.ignore_case = ignore_case
+        self.ascii_only = ascii_only
+
+    def chars(self, ranges: Ranges) -> tuple[int, int]:
+        """A fragment matching one code point out of ``ranges``."""
+        start, end = self.nfa.new_state(), self.nfa.new_state()
+        trie: dict[tuple[int, int], dict] = {}
+        for lo, hi in _normalise(ranges):
+            for seq in _utf8_sequences(lo, hi):
+                node = trie
+                for br in seq[:-1]:
+                    node = node.setdefault(br, {})
+                node.setdefault(seq[-1], {})
+
+        def emit(node: dict, state: int) -> None:
+            for br, child in node.items():
+                if child:
+                    mid = self.nfa.new_state()
+                    self.nfa.edges[state].append((br[0], br[1], mid))
+                    emit(child, mid)
+                else:
+                    self.nfa.edges[state].append((br[0], br[1], end))
+
+        emit(trie, start)
+        return start, end
+
+    def literal(self, cp: int) -> Ranges:
+        return _case_variants(cp) if self.ignore_case else [(cp, cp)]
+
+    def seq(self, items: list) -> tuple[int, int]:
+        start = self.nfa.new_state()
+        cur = start
+        for op, av in items:
+            s, e = self.node(op, av)
+            self.nfa.eps[cur].append(s)
+            cur = e
+        return start, cur
+
+    def node(self, op: object, av: object) -> tuple[int, int]:
+        if op is sre_c.LITERAL:
+            return self.chars(self.literal(av))
+        if op is sre_c.NOT_LITERAL:
+            return self.chars(_negate(self.literal(av)))
+        if op is sre_c.ANY:
+            return self.chars([(0, MAX_UNICODE)] if self.dotall else _negate([(10, 10)]))
+        if op is sre_c.IN:
+            return self.chars(self.char_set(av))
+        if op is sre_c.SUBPATTERN:
+            _group, add_flags, del_flags, sub = av
+            saved = self.ignore_case
+            if add_flags & sre_c.SRE_FLAG_IGNORECASE:
+                self.ignore_case = True
+            if del_flags & sre_c.SRE_FLAG_IGNORECASE:
+                self.ignore_case = False
+            frag = self.seq(list(sub))
+            self.ignore_case = saved
+            return frag
+        if op is sre_c.BRANCH:
+            start, end = self.nfa.new_state(), self.nfa.new_state()
+            for alt in av[1]:
+                s, e = self.seq(list(alt))
+                self.nfa.eps[start].append(s)
+                self.nfa.eps[e].append(end)
+            return start, end
+        if op in (sre_c.MAX_REPEAT, sre_c.MIN_REPEAT, getattr(sre_c, "POSSESSIVE_REPEAT", None)):
+            lo, hi, sub = av
+            return self.repeat(lo, hi, list(sub))
+        names = {sre_c.AT: "anchors", sre_c.ASSERT: "look-ahead/look-behind",
+                 sre_c.ASSERT_NOT: "negative look-around", sre_c.GROUPREF: "back-references"}
+        raise UnsupportedPattern(f"{names.get(op, str(op))} cannot be compiled to a byte automaton")
+
+    def repeat(self, lo: int, hi: int, sub: list) -> tuple[int, int]:
+        unbounded = hi is sre_c.MAXREPEAT
+        if lo > _REPEAT_UNROLL_LIMIT or (not unbounded and hi > _REPEAT_UNROLL_LIMIT):
+            raise UnsupportedPattern(f"repetition bound above {_REPEAT_UNROLL_LIMIT}")
+        start = self.nfa.new_state()
+        cur = start
+        for _ in range(lo):
+            s, e = self.seq(sub)
+            self.nfa.eps[cur].append(s)
+            cur = e
+        if unbounded:
+            s, e = self.seq(sub)
+            self.nfa.eps[cur].append(s)
+            self.nfa.eps[e].append(s)
+            end = self.nfa.new_state()
+            self.nfa.eps[cur].append(end)
+            self.nfa.eps[e].append(end)
+            return start, end
+        end = self.nfa.new_state()
+        self.nfa.eps[cur].append(end)
+        for _ in range(hi - lo):
+            s, e = self.seq(sub)
+            self.nfa.eps[cur].append(s)
+            self.nfa.eps[e].append(end)
+            cur = e
+        return start, end
+
+    def char_set(self, items: list) -> Ranges:
+        ranges: Ranges = []
+        negate = False
+        for op, av in items:
+            if op is sre_c.NEGATE:
+                negate = True
+            elif op is sre_c.LITERAL:
+                ranges += self.literal(av)
+            elif op is sre_c.RANGE:
+                lo, hi = av
+                ranges.append((lo, hi))
+                if self.ignore_case:
+                    for cp in range(lo, min(hi, lo + 2000) + 1):
+                        ranges += _case_variants(cp)
+            elif op is sre_c.CATEGORY:
+                ranges += _category(av, self.ascii_only)
+            else:
+                raise UnsupportedPattern(f"character-set item {op} is not supported")
+        return _negate(ranges) if negate else _normalise(ranges)
+
+
+def add_pattern(nfa: ByteNFA, pattern: str, ignore_case: bool = False) -> tuple[int, int]:
+    """Add ``pattern`` to ``nfa``; return its (start, accept) states."""
+    try:
+        parsed = sre_parse.parse(pattern, re.IGNORECASE if ignore_case else 0)
+    except re.error as exc:
+        raise UnsupportedPattern(f"invalid regex: {exc}") from None
+    flags = parsed.state.flags
+    builder = _Builder(nfa, bool(flags & re.IGNORECASE), bool(flags & re.ASCII), bool(flags & re.DOTALL))
+    return builder.seq(list(parsed))

@@ -1,0 +1,265 @@
+"""Compiled Lark grammars and their token-level matcher.
+
+A matcher state is ``(q, syn)``: the lexer DFA state of the lexeme in progress and the
+syntactic state (a hash-consed LR stack, plus indentation for Python). Both are
+immutable, so the history is a linked list of states: ``fork`` and ``rollback`` are
+O(1) and O(n).
+
+Masks are computed from per-lexer-state token tables (:mod:`grammars.token_tables`) and
+cached per ``(q, syn)``: as stacks are hash-consed, an equal parser context is the
+same key, so the mask of a context seen before is a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Hashable
+
+import numpy as np
+import torch
+
+from grammars.lexer_dfa import DEAD, START, LexerDFA
+from grammars.syntax import Syntax
+from grammars.token_tables import TokenBytes, TokenTable, build_table
+from plugin.errors import ConstraintViolation, PromptError
+from plugin.matcher import Matcher
+from plugin.vocabulary import Vocabulary
+
+_MASK_CACHE_BYTES = 256 * 1024 * 1024
+_MAX_FORCED = 16
+
+
+@dataclass
+class CompiledGrammar:
+    """A grammar compiled against one vocabulary; ``matcher()`` starts a sequence.
+
+    ``final_check`` (optional) vets the complete text before end-of-sequence is allowed;
+    the Python grammar uses ``ast.parse`` there for the few rules LALR cannot express.
+    """
+
+    name: str
+    lexer: LexerDFA
+    syntax: Syntax
+    vocab: Vocabulary
+    tokens: TokenBytes
+    final_check: Callable[[bytes], bool] | None = None
+    _tables: dict[int, TokenTable] = field(default_factory=dict)
+    _masks: OrderedDict = field(default_factory=OrderedDict)
+
+    def matcher(self) -> GrammarMatcher:
+        """A fresh matcher at the grammar's start."""
+        return GrammarMatcher(self, _State(START, self.syntax.initial(), None, -1, 0, b""))
+
+    def matcher_after(self, prefix: str | bytes) -> GrammarMatcher:
+        """Completion mode: a matcher that has consumed ``prefix`` (the code before the cursor).
+
+        The prefix's bytes go through the lexer and parser like generated ones, so the
+        boundary between prefix and generation may fall inside a lexeme (``item.na``).
+        Raises ``PromptError`` if the grammar cannot continue the prefix.
+        """
+        data = prefix.encode() if isinstance(prefix, str) else prefix
+        q, syn = START, self.syntax.initial()
+        for i in range(len(data)):
+            found = _walk(self, q, syn, data[i : i + 1])
+            if found is None:
+                break
+            q, syn = found
+        else:
+            if q == START or self.syntax.ok_states(syn)[q]:
+                return GrammarMatcher(self, _State(q, syn, None, -1, 0, data))
+            i = len(data)
+        line = data[:i].count(b"\n") + 1
+        column = i - (data.rfind(b"\n", 0, i) + 1) + 1
+        raise PromptError(
+            f"the grammar {self.name!r} cannot continue the prefix: it fails at line {line}, "
+            f"column {column}, after {_tail(data[:i])!r}"
+        )
+
+    def table(self, q: int) -> TokenTable:
+        table = self._tables.get(q)
+        if table is None:
+            table = self._tables[q] = build_table(self.lexer, self.tokens, q)
+        return table
+
+    def allowed(self, q: int, syn: Hashable) -> torch.Tensor:
+        """Bool tensor over the vocabulary: text tokens allowed from ``(q, syn)`` (no EOS)."""
+        key = (q, syn)
+        hit = self._masks.get(key)
+        if hit is not None:
+            self._masks.move_to_end(key)
+            return hit
+        out = np.zeros(self.vocab.size, dtype=bool)
+        syntax = self.syntax
+        for group in self.table(q).groups:
+            s: Hashable | None = syn
+            for term in group.splits:
+                s = syntax.feed(s, term)
+                if s is None:
+                    break
+            if s is None:
+                continue
+            ok = syntax.ok_states(s)[group.q_end]
+            out[group.ids[ok]] = True
+        for tok in self.table(q).slow_ids:
+            if _walk(self, q, syn, self.vocab.token_bytes[tok], check=True) is not None:
+                out[tok] = True
+        mask = torch.from_numpy(out)
+        self._masks[key] = mask
+        if len(self._masks) * self.vocab.size > _MASK_CACHE_BYTES:
+            self._masks.popitem(last=False)
+        return mask
+
+
+def _tail(data: bytes, n: int = 60) -> bytes:
+    return data if len(data) <= n else b"..." + data[-n:]
+
+
+def _walk(g: CompiledGrammar, q: int, syn: Hashable, data: bytes, check: bool = False
+          ) -> tuple[int, Hashable] | None:
+    """Run ``data`` from ``(q, syn)``; None if a lexeme dies or the parser refuses.
+
+    With ``check``, also require the open lexeme to be completable in the new context.
+    """
+    trans, best, syntax = g.lexer.trans, g.lexer.best, g.syntax
+    s: Hashable | None = syn
+    for b in data:
+        nq = int(trans[q, b])
+        if nq == DEAD:
+            term = int(best[q])
+            if term < 0:
+                return None
+            s = syntax.feed(s, term)
+            if s is None:
+                return None
+            nq = int(trans[START, b])
+            if nq == DEAD:
+                return None
+        q = nq
+    if check and q != START and not syntax.ok_states(s)[q]:
+        return None
+    return q, s  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, eq=False)
+class _State:
+    q: int
+    syn: Hashable
+    parent: _State | None
+    token: int  # -1 at the root, EOS id when finished
+    depth: int
+    prefix: bytes
+
+
+class GrammarMatcher(Matcher):
+    """Per-sequence state over a :class:`CompiledGrammar`."""
+
+    __slots__ = ("_g", "_state", "vocab", "_finished")
+
+    def __init__(self, grammar: CompiledGrammar, state: _State) -> None:
+        self._g = grammar
+        self._state = state
+        self.vocab = grammar.vocab
+
+    @property
+    def num_advanced(self) -> int:
+        return self._state.depth
+
+    def _is_done(self) -> bool:
+        return self._state.token in self.vocab.eos_ids
+
+    def _step(self, token_id: int) -> tuple[int, Hashable] | None:
+        st = self._state
+        data = self.vocab.token_bytes[token_id]
+        if token_id in self.vocab.special_ids or not data:
+            return None
+        return _walk(self._g, st.q, st.syn, data, check=True)
+
+    def accepts(self, token_id: int) -> bool:
+        if self._is_done():
+            return False
+        if token_id in self.vocab.eos_ids:
+            return self.is_accepting()
+        return self._step(token_id) is not None
+
+    def advance(self, token_id: int) -> None:
+        st = self._state
+        if self._is_done():
+            raise ConstraintViolation(f"token {token_id} advanced after end of sequence")
+        if token_id in self.vocab.eos_ids:
+            if not self.is_accepting():
+                raise ConstraintViolation("EOS advanced before the grammar accepts")
+            self._state = _State(st.q, st.syn, st, token_id, st.depth + 1, b"")
+            return
+        found = self._step(token_id)
+        if found is None:
+            raise ConstraintViolation(
+                f"token {token_id} ({self.vocab.token_bytes[token_id]!r}) is not allowed here"
+            )
+        self._state = _State(found[0], found[1], st, token_id, st.depth + 1, b"")
+
+    def fill_mask(self, mask: torch.Tensor) -> None:
+        if self._is_done():
+            return
+        allowed = self._g.allowed(self._state.q, self._state.syn)
+        mask[: allowed.numel()] |= allowed.to(mask.device, non_blocking=True)
+        if self.is_accepting():
+            mask[list(self.vocab.eos_ids)] = True
+
+    def forced_tokens(self) -> list[int]:
+        out: list[int] = []
+        probe = self.fork()
+        while len(out) < _MAX_FORCED and not probe._is_done() and not probe.is_accepting():
+            allowed = self._g.allowed(probe._state.q, probe._state.syn)
+            ids = torch.nonzero(allowed).flatten()
+            if ids.numel() != 1:
+                break
+            tok = int(ids[0])
+            out.append(tok)
+            probe.advance(tok)
+        return out
+
+    def fork(self) -> GrammarMatcher:
+        return GrammarMatcher(self._g, self._state)
+
+    def rollback(self, n: int) -> None:
+        if n < 0 or n > self._state.depth:
+            raise ValueError(f"cannot roll back {n} tokens; {self._state.depth} were advanced")
+        st = self._state
+        for _ in range(n):
+            st = st.parent  # type: ignore[assignment]
+        self._state = st
+
+    def text(self) -> bytes:
+        """The bytes consumed so far (prefix included, EOS excluded)."""
+        parts: list[bytes] = []
+        st: _State | None = self._state
+        while st is not None:
+            if st.token >= 0 and st.token not in self.vocab.eos_ids:
+                parts.append(self.vocab.token_bytes[st.token])
+            elif st.prefix:
+                parts.append(st.prefix)
+            st = st.parent
+        return b"".join(reversed(parts))
+
+    def is_accepting(self) -> bool:
+        st = self._state
+        if self._is_done():
+            return True
+        g = self._g
+        syn: Hashable | None = st.syn
+        if st.q != START:
+            term = int(g.lexer.best[st.q])
+            if term < 0:
+                return False
+            syn = g.syntax.feed_last(syn, term)
+            if syn is None:
+                return False
+        if not g.syntax.finish(syn):
+            return False
+        return g.final_check is None or g.final_check(self.text())
+
+    def is_finished(self) -> bool:
+        if self._is_done():
+            return True
+        return self.is_accepting() and not bool(self._g.allowed(self._state.q, self._state.syn).any())
