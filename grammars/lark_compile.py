@@ -141,6 +141,9 @@ def _lark_error(name: str, text: str, exc: Exception) -> GrammarError:
     found = re.findall(r"'([A-Za-z_]\w*)'|<(\w+) :", message)
     rule = next((a or b for a, b in found if (a or b) not in ("RULE", "TERMINAL")), None)
     line = getattr(exc, "line", None)
+    in_message = re.search(r"\bline (\d+)", message)
+    if not (isinstance(line, int) and line > 0) and in_message:
+        line = int(in_message.group(1))
     if not (isinstance(line, int) and line > 0) and rule is not None:
         line = _line_of(text, rule)
     where = f" (line {line})" if isinstance(line, int) and line > 0 else ""
