@@ -26,6 +26,7 @@ from transformers import AutoTokenizer
 
 from grammars import compile as compile_grammar
 from grammars.lark_compile import GRAMMAR_DIR
+from plugin.errors import PromptError
 from tests.conftest import SHARED_TOKENIZERS, shared_path
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -51,7 +52,7 @@ def _accepts_text(grammar, tokenizer, text: str) -> bool | None:
     for t in ids:
         if not m.accepts(t):
             return False
-        m.advance(t)
+        m.advance(t)  # walks the token again; cheap next to the test's other costs
     return m.is_accepting()
 
 
@@ -101,15 +102,25 @@ def _stdlib_sources() -> list[tuple[str, str]]:
 
 
 def test_python_accepts_the_standard_library(default_tokenizer):
+    """Every top-level stdlib module byte by byte; the 30 smallest token by token per tokenizer."""
     sources = _stdlib_sources()
     assert len(sources) > 150
-    covered = [src for name, src in sources if name not in PYTHON_NOT_COVERED]
     g = compile_grammar("python", default_tokenizer)
+    rejected = []
     for name, src in sources:
-        if name in PYTHON_NOT_COVERED:
-            with pytest.raises(Exception):
-                g.matcher_after(src).is_accepting() or (_ for _ in ()).throw(ValueError())
-    _check_corpus(default_tokenizer, "python", covered, limit_shared=25)
+        if name in PYTHON_NOT_COVERED:  # the list stays honest: these really fail
+            with pytest.raises(PromptError):
+                g.matcher_after(src)
+            continue
+        try:
+            if not g.matcher_after(src).is_accepting():
+                rejected.append(name)
+        except PromptError as exc:
+            rejected.append(f"{name}: {exc}")
+    assert not rejected, rejected
+    print(f"python: {len(sources) - len(PYTHON_NOT_COVERED)} stdlib modules accepted byte by byte")
+    covered = sorted((src for name, src in sources if name not in PYTHON_NOT_COVERED), key=len)[:30]
+    _check_corpus(default_tokenizer, "python", covered, limit_shared=30)
 
 
 # --- no false accepts -------------------------------------------------------------------
@@ -156,40 +167,33 @@ def test_random_json_walks_parse(default_tokenizer):
         earley.parse(text)
 
 
-def _sqlite_syntax_ok(sql: str) -> bool:
-    con = sqlite3.connect(":memory:")
-    try:
-        con.execute("EXPLAIN " + sql if ";" not in sql.rstrip().rstrip(";") else sql.split(";")[0])
-    except sqlite3.Error as exc:
-        message = str(exc)
-        return not ("syntax error" in message or "incomplete input" in message or "unrecognized token" in message)
-    finally:
-        con.close()
-    return True
+_SYNTAX_ERRORS = ("syntax error", "incomplete input", "unrecognized token")
 
 
 def _sqlite_statements_ok(sql: str) -> bool:
-    """Every statement passes SQLite's parser (semantic errors such as unknown tables are fine)."""
+    """Every statement passes SQLite's parser (``EXPLAIN``; unknown tables are fine).
+
+    Statements are split where SQLite's own ``complete_statement`` says one ends.
+    """
+    statements, buf = [], ""
+    pieces = sql.split(";")
+    for i, piece in enumerate(pieces):
+        buf += piece + (";" if i < len(pieces) - 1 else "\n;")  # a newline ends a trailing -- comment
+        if sqlite3.complete_statement(buf):
+            statements.append(buf)
+            buf = ""
+    if buf.strip(" \t\r\n\f;"):
+        statements.append(buf)
     con = sqlite3.connect(":memory:")
     try:
-        rest = sql
-        while rest.strip():
-            if not sqlite3.complete_statement(rest if rest.rstrip().endswith(";") else rest + ";"):
+        for stmt in statements:
+            if not sqlite3.complete_statement(stmt):
                 return False
             try:
-                con.execute("EXPLAIN " + rest)
-                return True
-            except sqlite3.ProgrammingError as exc:  # more than one statement: check the first
-                if "one statement" not in str(exc):
-                    raise
-                first, _, rest = rest.partition(";")
-                if not _sqlite_syntax_ok(first):
-                    return False
+                con.execute("EXPLAIN " + stmt)
             except sqlite3.Error as exc:
-                message = str(exc)
-                if "syntax error" in message or "incomplete input" in message or "unrecognized token" in message:
+                if any(e in str(exc) for e in _SYNTAX_ERRORS):
                     return False
-                first, _, rest = rest.partition(";")
         return True
     finally:
         con.close()
@@ -198,8 +202,8 @@ def _sqlite_statements_ok(sql: str) -> bool:
 def test_random_sql_walks_pass_sqlites_parser(default_tokenizer):
     g = compile_grammar("sql", default_tokenizer)
     earley = _earley("sql")
-    texts = _random_walks(g, 400, 40, seed=2)
-    assert len(texts) > 100
+    texts = _random_walks(g, 300, 60, seed=2)
+    assert len(texts) > 50
     for text in texts:
         earley.parse(text)
         assert _sqlite_statements_ok(text), text
