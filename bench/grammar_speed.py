@@ -53,7 +53,12 @@ def corpus(name: str, n: int) -> list[str]:
 
 def summary(xs: list[float]) -> dict[str, float]:
     us = [x * 1e6 for x in xs]
-    return {"mean_us": statistics.fmean(us), "p50_us": percentile(us, 0.5), "p99_us": percentile(us, 0.99), "n": len(us)}
+    return {
+        "mean_us": statistics.fmean(us),
+        "p50_us": percentile(us, 0.5),
+        "p99_us": percentile(us, 0.99),
+        "n": len(us),
+    }
 
 
 def bench_stencil(name: str, tok, texts: list[list[int]]) -> dict:
@@ -156,8 +161,14 @@ def bench_xgrammar(name: str, hf_tok, texts: list[list[int]]) -> dict:
             if not ok:
                 rejected += 1
                 break
-    return {"compile_cold_s": cold, "first_pass": {"fill_mask": summary(masks), "accept_token": summary(accepts),
-                                                   "texts_rejected": rejected}}
+    return {
+        "compile_cold_s": cold,
+        "first_pass": {
+            "fill_mask": summary(masks),
+            "accept_token": summary(accepts),
+            "texts_rejected": rejected,
+        },
+    }
 
 
 def main() -> int:
@@ -168,8 +179,12 @@ def main() -> int:
     from transformers import AutoTokenizer
 
     hf_tok = AutoTokenizer.from_pretrained(str(SHARED / "tokenizers" / "llama3-128k"))
-    results: dict = {"tokenizer": "llama3-128k", "machine": platform.platform(), "torch_threads": torch.get_num_threads(),
-                     "grammars": {}}
+    results: dict = {
+        "tokenizer": "llama3-128k",
+        "machine": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
+        "grammars": {},
+    }
     for name in ("json", "sql", "python"):
         texts = [hf_tok.encode(t, add_special_tokens=False) for t in corpus(name, args.texts)]
         print(f"{name}: {len(texts)} texts, {sum(map(len, texts))} tokens", flush=True)
@@ -188,7 +203,10 @@ def main() -> int:
 
 
 def print_table(results: dict) -> None:
-    print("\n| grammar | engine | compile cold | fill_mask mean / p50 / p99 (µs) | accepts p50 (µs) | rejected |")
+    print(
+        "\n| grammar | engine | compile cold | fill_mask mean / p50 / p99 (µs) "
+        "| accepts p50 (µs) | rejected |"
+    )
     print("|---|---|---|---|---|---|")
     for name, r in results["grammars"].items():
         for engine in ("stencil", "llguidance", "xgrammar"):
@@ -203,8 +221,11 @@ def print_table(results: dict) -> None:
                 fm = p["fill_mask"]
                 acc = p.get("accepts") or p.get("accept_token")
                 tag = engine if label == "first_pass" else f"{engine} (2nd pass)"
-                print(f"| {name} | {tag} | {e['compile_cold_s'] * 1e3:.0f} ms | {fm['mean_us']:.0f} / {fm['p50_us']:.0f} / "
-                      f"{fm['p99_us']:.0f} | {acc['p50_us']:.1f} | {p['texts_rejected']} |")
+                print(
+                    f"| {name} | {tag} | {e['compile_cold_s'] * 1e3:.0f} ms "
+                    f"| {fm['mean_us']:.0f} / {fm['p50_us']:.0f} / "
+                    f"{fm['p99_us']:.0f} | {acc['p50_us']:.1f} | {p['texts_rejected']} |"
+                )
 
 
 def plot(results: dict, path: Path) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from grammars.json_schema import compile_json_schema
-from grammars.regex import compile_regex
 from grammars.lark_compile import BUILTINS, compile_grammar
+from grammars.regex import compile_regex
 
 
 def compile(grammar: Any, tokenizer: Any, *, start: str | None = None) -> Any:

@@ -215,8 +215,12 @@ class _Builder:
         if op in (sre_c.MAX_REPEAT, sre_c.MIN_REPEAT, getattr(sre_c, "POSSESSIVE_REPEAT", None)):
             lo, hi, sub = av
             return self.repeat(lo, hi, list(sub))
-        names = {sre_c.AT: "anchors", sre_c.ASSERT: "look-ahead/look-behind",
-                 sre_c.ASSERT_NOT: "negative look-around", sre_c.GROUPREF: "back-references"}
+        names = {
+            sre_c.AT: "anchors",
+            sre_c.ASSERT: "look-ahead/look-behind",
+            sre_c.ASSERT_NOT: "negative look-around",
+            sre_c.GROUPREF: "back-references",
+        }
         raise UnsupportedPattern(f"{names.get(op, str(op))} cannot be compiled to a byte automaton")
 
     def repeat(self, lo: int, hi: int, sub: list) -> tuple[int, int]:

@@ -13,8 +13,8 @@ same key, so the mask of a context seen before is a dictionary lookup.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Callable, Hashable
 
 import numpy as np
 import torch
@@ -115,8 +115,9 @@ def _tail(data: bytes, n: int = 60) -> bytes:
     return data if len(data) <= n else b"..." + data[-n:]
 
 
-def _walk(g: CompiledGrammar, q: int, syn: Hashable, data: bytes, check: bool = False
-          ) -> tuple[int, Hashable] | None:
+def _walk(
+    g: CompiledGrammar, q: int, syn: Hashable, data: bytes, check: bool = False
+) -> tuple[int, Hashable] | None:
     """Run ``data`` from ``(q, syn)``; None if a lexeme dies or the parser refuses.
 
     With ``check``, also require the open lexeme to be completable in the new context.
@@ -154,7 +155,7 @@ class _State:
 class GrammarMatcher(Matcher):
     """Per-sequence state over a :class:`CompiledGrammar`."""
 
-    __slots__ = ("_g", "_state", "vocab", "_finished")
+    __slots__ = ("_finished", "_g", "_state", "vocab")
 
     def __init__(self, grammar: CompiledGrammar, state: _State) -> None:
         self._g = grammar

@@ -17,7 +17,7 @@ END = "$END"
 class StackNode:
     """One entry of an LR stack; the object *is* the whole stack below it."""
 
-    __slots__ = ("state", "parent", "_kids", "_fed", "__weakref__")
+    __slots__ = ("__weakref__", "_fed", "_kids", "parent", "state")
 
     def __init__(self, state: int, parent: StackNode | None) -> None:
         self.state = state

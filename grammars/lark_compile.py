@@ -66,19 +66,25 @@ _TOKENS: dict[str, TokenBytes] = {}
 
 def resolve(grammar: str | Path) -> tuple[str, str, str, bool]:
     """(name, text, start, python_indentation) for a built-in name, a path or Lark text."""
-    if isinstance(grammar, Path) or (isinstance(grammar, str) and grammar.endswith(".lark") and "\n" not in grammar):
+    if isinstance(grammar, Path) or (
+        isinstance(grammar, str) and grammar.endswith(".lark") and "\n" not in grammar
+    ):
         path = Path(grammar)
         if not path.is_file():
             raise GrammarError(f"grammar file not found: {path}")
         return path.name, path.read_text(encoding="utf-8"), "start", False
     if not isinstance(grammar, str):
-        raise GrammarError(f"a grammar must be a built-in name, Lark text or a path, not {type(grammar).__name__}")
+        raise GrammarError(
+            f"a grammar must be a built-in name, Lark text or a path, not {type(grammar).__name__}"
+        )
     builtin = BUILTINS.get(grammar)
     if builtin is not None:
         text = (GRAMMAR_DIR / builtin.file).read_text(encoding="utf-8")
         return grammar, text, builtin.start, builtin.python_indentation
     if re.fullmatch(r"\w+", grammar):
-        raise GrammarError(f"unknown built-in grammar {grammar!r}; built-ins are {', '.join(sorted(BUILTINS))}")
+        raise GrammarError(
+            f"unknown built-in grammar {grammar!r}; built-ins are {', '.join(sorted(BUILTINS))}"
+        )
     return "<grammar>", grammar, "start", False
 
 
@@ -93,15 +99,17 @@ def compile_grammar(grammar: str | Path, tokenizer: Any, *, start: str | None = 
         return hit
     tables = _load_or_build(name, text, start, python)
     if python:
-        syntax: Syntax = PythonSyntax(tables.parse, tables.lexer, tables.parser_term, tables.columns,
-                                      tables.whitespace)
+        syntax: Syntax = PythonSyntax(
+            tables.parse, tables.lexer, tables.parser_term, tables.columns, tables.whitespace
+        )
     else:
         syntax = Syntax(tables.parse, tables.lexer, tables.parser_term)
     tokens = _TOKENS.get(vocab.fingerprint)
     if tokens is None:
         tokens = _TOKENS[vocab.fingerprint] = TokenBytes.from_vocab(vocab)
-    compiled = CompiledGrammar(name, tables.lexer, syntax, vocab, tokens,
-                               final_check=parses_as_python if python else None)
+    compiled = CompiledGrammar(
+        name, tables.lexer, syntax, vocab, tokens, final_check=parses_as_python if python else None
+    )
     _MEMORY[key] = compiled
     return compiled
 
@@ -113,7 +121,7 @@ def _load_or_build(name: str, text: str, start: str, python: bool) -> _Tables:
         try:
             with path.open("rb") as fh:
                 return pickle.load(fh)
-        except Exception:  # noqa: BLE001 - a stale or truncated cache entry is rebuilt
+        except Exception:
             path.unlink(missing_ok=True)
     tables = build_tables(name, text, start, python)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,8 +178,13 @@ def build_tables(name: str, text: str, start: str, python: bool) -> _Tables:
     """Run Lark on ``text`` and build the lexer DFA and integer parse tables."""
     reject = tuple(sorted(set(re.findall(r"^\s*(_REJECT\w*)\s*(?:\.-?\d+)?\s*:", text, re.M))))
     try:
-        parser = lark.Lark(text, parser="lalr", lexer="contextual", start=start,
-                           postlex=_KeepRejectTerminals(reject) if reject else None)
+        parser = lark.Lark(
+            text,
+            parser="lalr",
+            lexer="contextual",
+            start=start,
+            postlex=_KeepRejectTerminals(reject) if reject else None,
+        )
     except (LarkGrammarError, UnexpectedInput, LarkError) as exc:
         raise _lark_error(name, text, exc) from None
     ignore = set(parser.ignore_tokens)

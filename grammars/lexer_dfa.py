@@ -144,8 +144,9 @@ def build_lexer_dfa(terminals: list[TerminalSpec]) -> LexerDFA:
         accepting = [accept_of[s] for s in nset if s in accept_of]
         if accepting:
             best[sid] = min(accepting, key=rank.__getitem__)
-    return LexerDFA(trans=trans, best=best, winnable=_winnable(trans, best, len(terminals)),
-                    terminals=terminals)
+    return LexerDFA(
+        trans=trans, best=best, winnable=_winnable(trans, best, len(terminals)), terminals=terminals
+    )
 
 
 def _winnable(trans: np.ndarray, best: np.ndarray, n_terms: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ast
 import warnings
-from typing import Hashable
+from collections.abc import Hashable
 
 from grammars.lalr import ParseTables, StackNode
 from grammars.lexer_dfa import LexerDFA, TerminalSpec
@@ -53,8 +53,14 @@ def newline_terminals(newline: TerminalSpec) -> list[tuple[TerminalSpec, int]]:
 class PythonSyntax(Syntax):
     """:class:`Syntax` plus the indentation rules above."""
 
-    def __init__(self, tables: ParseTables, lexer: LexerDFA, parser_term: list[int],
-                 columns: dict[int, int], whitespace_terms: set[int]) -> None:
+    def __init__(
+        self,
+        tables: ParseTables,
+        lexer: LexerDFA,
+        parser_term: list[int],
+        columns: dict[int, int],
+        whitespace_terms: set[int],
+    ) -> None:
         super().__init__(tables, lexer, parser_term)
         self.columns = columns  # lexer terminal index -> column, for the _NL_* family
         self.whitespace = whitespace_terms
@@ -114,7 +120,7 @@ class PythonSyntax(Syntax):
             return None
         if column > indents[-1]:
             cur = feed(cur, self.t_indent)
-            return None if cur is None else (cur, 0, indents + (column,), False)
+            return None if cur is None else (cur, 0, (*indents, column), False)
         while column < indents[-1]:
             cur = feed(cur, self.t_dedent)
             if cur is None:

@@ -9,7 +9,7 @@ their hash-consed parts, so results are memoised per (state, terminal).
 
 from __future__ import annotations
 
-from typing import Hashable
+from collections.abc import Hashable
 
 import numpy as np
 

@@ -38,7 +38,9 @@ class TokenBytes:
         matrix = np.zeros((len(ids), max_len), dtype=np.uint8)
         for row, b in enumerate(raw):
             matrix[row, : len(b)] = np.frombuffer(b, dtype=np.uint8)
-        return cls(np.array(ids, dtype=np.int64), np.array([len(b) for b in raw], dtype=np.int32), matrix, raw)
+        return cls(
+            np.array(ids, dtype=np.int64), np.array([len(b) for b in raw], dtype=np.int32), matrix, raw
+        )
 
 
 @dataclass

@@ -37,9 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     con = gen.add_mutually_exclusive_group()
     con.add_argument("--json-schema", metavar="FILE", help="JSON Schema file")
     con.add_argument("--regex", help="regular expression the whole output must match")
-    con.add_argument("--grammar", metavar="NAME|FILE", help="built-in grammar (json, sql, python) or .lark file")
-    con.add_argument("--prefix-file", metavar="FILE",
-                     help="completion mode: the constraint first consumes this file's text (code before the cursor)")
+    con.add_argument("--grammar", metavar="NAME|FILE", help="built-in grammar (json, sql, python) or .lark")
+    con.add_argument(
+        "--prefix-file",
+        metavar="FILE",
+        help="completion mode: the constraint first consumes this file's text (code before the cursor)",
+    )
     gen.add_argument("--max-new-tokens", type=int, default=256)
     gen.add_argument("--temperature", type=float, default=0.0)
     gen.add_argument("--top-p", type=float, default=1.0)

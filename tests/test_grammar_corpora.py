@@ -154,7 +154,9 @@ def _random_walks(grammar, n: int, max_tokens: int, seed: int) -> list[str]:
 
 
 def _earley(name: str, start: str = "start") -> lark.Lark:
-    return lark.Lark((GRAMMAR_DIR / f"{name}.lark").read_text(), parser="earley", lexer="dynamic", start=start)
+    return lark.Lark(
+        (GRAMMAR_DIR / f"{name}.lark").read_text(), parser="earley", lexer="dynamic", start=start
+    )
 
 
 def test_random_json_walks_parse(default_tokenizer):

@@ -74,7 +74,9 @@ def test_token_holding_half_a_character(default_tokenizer):
     m = g.matcher()
     text = '"héllo → 世界"'.encode()
     vocab = m.vocab
-    byte_ids = {b[0]: i for i, b in enumerate(vocab.token_bytes) if len(b) == 1 and i not in vocab.special_ids}
+    byte_ids = {
+        b[0]: i for i, b in enumerate(vocab.token_bytes) if len(b) == 1 and i not in vocab.special_ids
+    }
     for b in text:  # byte by byte: most steps end inside a multi-byte character
         assert m.accepts(byte_ids[b])
         m.advance(byte_ids[b])
@@ -140,11 +142,17 @@ def test_mask_agrees_with_accepts_on_random_walks(default_tokenizer, grammar):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
-    max_leaves=12,
-))
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(),
+        lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+        max_leaves=12,
+    )
+)
 def test_every_json_value_is_accepted_token_by_token(default_tokenizer, value):
     import json
 
