@@ -63,7 +63,7 @@ def test_cli_generate_json_schema_prints_a_valid_generation(tmp_path):
         (["--regex", "(ab", "--prompt", "x"], "invalid regex"),
         (["--json-schema", "/nonexistent/schema.json", "--prompt", "x"], "cannot read --json-schema file"),
         (["--model", "./no/such/model", "--prompt", "x"], "does not exist"),
-        (["--grammar", "python", "--prompt", "x"], "not supported yet"),
+        (["--grammar", "pythn", "--prompt", "x"], "unknown built-in grammar"),
     ],
 )
 def test_cli_errors_are_one_line_with_exit_code_2(args, message):
