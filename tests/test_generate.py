@@ -163,7 +163,7 @@ def test_chat_template_wraps_the_prompt(tiny_model, default_tokenizer):
         ({"top_p": 0}, OptionError, "top_p"),
         ({"max_new_tokens": 0}, OptionError, "max_new_tokens"),
         ({"colour": "red"}, OptionError, "unknown option"),
-        ({"grammar": "json"}, GrammarError, "not supported yet"),
+        ({"grammar": "jsn"}, GrammarError, "unknown built-in grammar"),
     ],
 )
 def test_bad_arguments_get_clear_errors(tiny_model, default_tokenizer, kwargs, error, message):
