@@ -13,7 +13,7 @@ from collections.abc import Hashable
 
 import numpy as np
 
-from grammars.lalr import ParseTables, StackNode
+from grammars.lalr import ParseTables
 from grammars.lexer_dfa import LexerDFA
 
 IGNORED = -1  # lexer terminal dropped by the parser (%ignore)
@@ -72,7 +72,3 @@ class Syntax:
         self._rows.clear()
         self._ok_states.clear()
 
-
-def root_node(syn: Hashable) -> StackNode:
-    """The LR stack inside a syntactic state (for diagnostics)."""
-    return syn if isinstance(syn, StackNode) else syn[0]  # type: ignore[index,return-value]
