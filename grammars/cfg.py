@@ -21,13 +21,19 @@ import torch
 
 from grammars.lexer_dfa import DEAD, START, LexerDFA
 from grammars.syntax import Syntax
-from grammars.token_tables import TokenBytes, TokenTable, build_table
+from grammars.token_tables import TokenBytes, TokenTable, TrieNode, build_table
 from plugin.errors import ConstraintViolation, PromptError
 from plugin.matcher import Matcher
 from plugin.vocabulary import Vocabulary
 
 _MASK_CACHE_BYTES = 256 * 1024 * 1024
-_MAX_FORCED = 16
+_MAX_FORCED_BYTES = 64
+
+
+@dataclass(frozen=True)
+class Spellings:
+    ids: dict[bytes, list[int]]
+    longest: int
 
 
 @dataclass
@@ -76,6 +82,14 @@ class CompiledGrammar:
             f"column {column}, after {_tail(data[:i])!r}"
         )
 
+    def spellings(self) -> Spellings:
+        """Byte string -> token ids, built once (used to spell forced bytes)."""
+        got = self.__dict__.get("_spellings")
+        if got is None:
+            ids = self.vocab.text_tokens()
+            got = self.__dict__["_spellings"] = Spellings(ids, max(map(len, ids)))
+        return got
+
     def table(self, q: int) -> TokenTable:
         table = self._tables.get(q)
         if table is None:
@@ -83,32 +97,94 @@ class CompiledGrammar:
         return table
 
     def allowed(self, q: int, syn: Hashable) -> torch.Tensor:
-        """Bool tensor over the vocabulary: text tokens allowed from ``(q, syn)`` (no EOS)."""
+        """Bool tensor over the vocabulary: text tokens allowed from ``(q, syn)`` (no EOS).
+
+        Two cache levels: by ``(q, syn)`` (a context seen before), then by the mask's
+        *signature*, the surviving token groups with the ``ok_states`` key of the parser
+        state each leaves, which is equal for stacks that differ only below what the
+        next token can reach (the same JSON member at depth 3 and depth 4).
+        """
         key = (q, syn)
         hit = self._masks.get(key)
         if hit is not None:
             self._masks.move_to_end(key)
             return hit
-        out = np.zeros(self.vocab.size, dtype=bool)
+        table = self.table(q)
+        signature = self._signature(table, syn)
+        full_key = (q, signature)
+        mask = self._masks.get(full_key)  # type: ignore[call-overload]
+        if mask is None:
+            mask = self._build_mask(table, signature)
+            self._remember(full_key, mask)
+        self._remember(key, mask)
+        return mask
+
+    def _signature(self, table: TokenTable, syn: Hashable) -> tuple[tuple[int, int], ...]:
+        """Walk the split trie from ``syn``: (group, ok key) for every group the parser takes."""
         syntax = self.syntax
-        for group in self.table(q).groups:
-            s: Hashable | None = syn
-            for term in group.splits:
-                s = syntax.feed(s, term)
-                if s is None:
-                    break
-            if s is None:
-                continue
-            ok = syntax.ok_states(s)[group.q_end]
-            out[group.ids[ok]] = True
-        for tok in self.table(q).slow_ids:
-            if _walk(self, q, syn, self.vocab.token_bytes[tok], check=True) is not None:
-                out[tok] = True
-        mask = torch.from_numpy(out)
+        out: list[tuple[int, int]] = []
+        todo: list[tuple[TrieNode, Hashable]] = [(table.root, syn)]
+        while todo:
+            node, s = todo.pop()
+            if node.groups:
+                ok = syntax.ok_key(s)
+                out.extend((gi, ok) for gi in node.groups)
+            for term, kid in node.kids.items():
+                nxt = syntax.feed(s, term)
+                if nxt is not None:
+                    todo.append((kid, nxt))
+        out.sort()
+        return tuple(out)
+
+    def _build_mask(self, table: TokenTable, signature: tuple[tuple[int, int], ...]) -> torch.Tensor:
+        out = np.zeros(self.vocab.size, dtype=bool)
+        for pair in signature:
+            ids = table.selected.get(pair)
+            if ids is None:
+                gi, ok = pair
+                ids = table.selected[pair] = table.groups[gi].select(self.syntax.ok_states_of(ok))
+            out[ids] = True
+        return torch.from_numpy(out)
+
+    def _remember(self, key: Hashable, mask: torch.Tensor) -> None:
         self._masks[key] = mask
         if len(self._masks) * self.vocab.size > _MASK_CACHE_BYTES:
             self._masks.popitem(last=False)
-        return mask
+
+
+def _forced_bytes(g: CompiledGrammar, q: int, syn: Hashable) -> bytes:
+    """The bytes that must come next from ``(q, syn)``, until a choice or a possible end."""
+    out = bytearray()
+    lexer, syntax = g.lexer, g.syntax
+    while len(out) < _MAX_FORCED_BYTES and not _may_end(g, q, syn):
+        row = lexer.trans[q]
+        ok = syntax.ok_states(syn)
+        allowed = (row != DEAD) & ok[row]
+        term = int(lexer.best[q])
+        if q != START and term >= 0:
+            after = syntax.feed(syn, term)
+            if after is not None:
+                restart = lexer.trans[START]
+                allowed |= (row == DEAD) & (restart != DEAD) & syntax.ok_states(after)[restart]
+        only = np.flatnonzero(allowed)
+        if only.size != 1:
+            break
+        found = _walk(g, q, syn, bytes((int(only[0]),)), check=True)
+        if found is None:
+            break
+        out.append(int(only[0]))
+        q, syn = found
+    return bytes(out)
+
+
+def _may_end(g: CompiledGrammar, q: int, syn: Hashable | None) -> bool:
+    """Whether the grammar accepts the input ending at ``(q, syn)`` (no final check)."""
+    if q != START:
+        term = int(g.lexer.best[q])
+        syn = None if term < 0 else g.syntax.feed_last(syn, term)
+        if syn is None:
+            return False
+    return g.syntax.finish(syn)
 
 
 def _tail(data: bytes, n: int = 60) -> bytes:
@@ -122,18 +198,18 @@ def _walk(
 
     With ``check``, also require the open lexeme to be completable in the new context.
     """
-    trans, best, syntax = g.lexer.trans, g.lexer.best, g.syntax
+    trans, best, syntax = g.lexer.rows, g.lexer.best_list, g.syntax
     s: Hashable | None = syn
     for b in data:
-        nq = int(trans[q, b])
+        nq = trans[q][b]
         if nq == DEAD:
-            term = int(best[q])
+            term = best[q]
             if term < 0:
                 return None
             s = syntax.feed(s, term)
             if s is None:
                 return None
-            nq = int(trans[START, b])
+            nq = trans[START][b]
             if nq == DEAD:
                 return None
         q = nq
@@ -142,7 +218,7 @@ def _walk(
     return q, s  # type: ignore[return-value]
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class _State:
     q: int
     syn: Hashable
@@ -150,6 +226,7 @@ class _State:
     token: int  # -1 at the root, EOS id when finished
     depth: int
     prefix: bytes
+    accepting: bool | None = None  # memo: the final check (``ast.parse``) is not free
 
 
 class GrammarMatcher(Matcher):
@@ -208,16 +285,30 @@ class GrammarMatcher(Matcher):
             mask[list(self.vocab.eos_ids)] = True
 
     def forced_tokens(self) -> list[int]:
+        """Tokens spelling the bytes the grammar leaves no choice about.
+
+        The choice is looked at byte by byte, not token by token: after ``SELECT a FR``
+        only ``OM`` can follow, although the tokens ``O``, ``OM`` and ``OM `` all fit.
+        The forced bytes are then spelled greedily with the longest allowed token.
+        Stops where the output may end (end-of-sequence is a choice too).
+        """
+        if self._is_done():
+            return []
+        data = _forced_bytes(self._g, self._state.q, self._state.syn)
         out: list[int] = []
         probe = self.fork()
-        while len(out) < _MAX_FORCED and not probe._is_done() and not probe.is_accepting():
-            allowed = self._g.allowed(probe._state.q, probe._state.syn)
-            ids = torch.nonzero(allowed).flatten()
-            if ids.numel() != 1:
+        spell = self._g.spellings()
+        i = 0
+        while i < len(data):
+            for n in range(min(len(data) - i, spell.longest), 0, -1):
+                tok = next((t for t in spell.ids.get(data[i : i + n], ()) if probe.accepts(t)), None)
+                if tok is not None:
+                    break
+            else:
                 break
-            tok = int(ids[0])
             out.append(tok)
             probe.advance(tok)
+            i += n
         return out
 
     def fork(self) -> GrammarMatcher:
@@ -247,18 +338,10 @@ class GrammarMatcher(Matcher):
         st = self._state
         if self._is_done():
             return True
-        g = self._g
-        syn: Hashable | None = st.syn
-        if st.q != START:
-            term = int(g.lexer.best[st.q])
-            if term < 0:
-                return False
-            syn = g.syntax.feed_last(syn, term)
-            if syn is None:
-                return False
-        if not g.syntax.finish(syn):
-            return False
-        return g.final_check is None or g.final_check(self.text())
+        if st.accepting is None:
+            g = self._g
+            st.accepting = _may_end(g, st.q, st.syn) and (g.final_check is None or g.final_check(self.text()))
+        return st.accepting
 
     def is_finished(self) -> bool:
         if self._is_done():

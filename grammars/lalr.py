@@ -17,13 +17,14 @@ END = "$END"
 class StackNode:
     """One entry of an LR stack; the object *is* the whole stack below it."""
 
-    __slots__ = ("__weakref__", "_fed", "_kids", "parent", "state")
+    __slots__ = ("__weakref__", "_accepted", "_fed", "_kids", "parent", "state")
 
     def __init__(self, state: int, parent: StackNode | None) -> None:
         self.state = state
         self.parent = parent
         self._kids: dict[int, StackNode] = {}
         self._fed: dict[int, StackNode | None] = {}
+        self._accepted: int | None = None
 
     def push(self, state: int) -> StackNode:
         kid = self._kids.get(state)
@@ -42,8 +43,16 @@ class ParseTables:
     start_state: int
     end_state: int
 
+    def __getstate__(self) -> dict:
+        """Pickle the tables only, not the stacks and per-state summaries built at run time."""
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
     def root(self) -> StackNode:
-        return StackNode(self.start_state, None)
+        """The empty stack; always the same object, so equal stacks stay identical."""
+        node = self.__dict__.get("_root")
+        if node is None:
+            node = self.__dict__["_root"] = StackNode(self.start_state, None)
+        return node
 
     def feed(self, node: StackNode, term: int) -> StackNode | None:
         """The stack after shifting terminal ``term`` (with its reductions), or None."""
@@ -66,6 +75,47 @@ class ParseTables:
             cur = cur.push(gotos[cur.state][nt])  # type: ignore[union-attr]
         memo[term] = result
         return result
+
+    def accepted(self, node: StackNode) -> int:
+        """Bit set of the terminals ``feed`` would take from ``node``.
+
+        Equal to testing ``feed`` for every terminal, but terminals that share a
+        reduction are followed together: a handful of reductions instead of one
+        reduction chain per terminal (the parser side of every mask needs this set).
+        """
+        got = node._accepted
+        if got is None:
+            got = node._accepted = self._accepted_among(node, -1)
+        return got
+
+    def _accepted_among(self, node: StackNode, among: int) -> int:
+        shifts, reduces = self._summary(node.state)
+        out = shifts & among
+        for pop, nt, terms in reduces:
+            terms &= among
+            if not terms:
+                continue
+            cur: StackNode = node
+            for _ in range(pop):
+                cur = cur.parent  # type: ignore[assignment]
+            cur = cur.push(self.gotos[cur.state][nt])
+            out |= self._accepted_among(cur, terms) if cur._accepted is None else cur._accepted & terms
+        return out
+
+    def _summary(self, state: int) -> tuple[int, list[tuple[int, int, int]]]:
+        """Per LR state: shifted terminals, and reductions with the terminals that trigger them."""
+        cache = self.__dict__.setdefault("_summaries", {})
+        got = cache.get(state)
+        if got is None:
+            shifts = 0
+            reduces: dict[tuple[int, int], int] = {}
+            for term, (kind, arg, nt) in self.actions[state].items():
+                if kind == 0:
+                    shifts |= 1 << term
+                else:
+                    reduces[(arg, nt)] = reduces.get((arg, nt), 0) | (1 << term)
+            got = cache[state] = (shifts, [(a, n, t) for (a, n), t in reduces.items()])
+        return got
 
     def accepts_end(self, node: StackNode) -> bool:
         """Whether the input may end here (``$END`` reduces to the start symbol)."""

@@ -28,7 +28,11 @@ class Syntax:
         self.lexer = lexer
         self.parser_term = parser_term  # lexer terminal index -> parser terminal id / IGNORED / UNUSED
         self._rows: dict[Hashable, np.ndarray] = {}
-        self._ok_states: dict[Hashable, np.ndarray] = {}
+        self._rows_by_bits: dict[int, np.ndarray] = {}
+        self._pt = np.array(parser_term, dtype=np.int64)
+        self._ok_key: dict[Hashable, int] = {}
+        self._ok_ids: dict[bytes, int] = {}
+        self._ok_arrays: list[np.ndarray] = []
 
     def initial(self) -> Hashable:
         return self.tables.root()
@@ -54,21 +58,40 @@ class Syntax:
         """Bool over lexer terminals: which complete lexemes ``syn`` takes next."""
         row = self._rows.get(syn)
         if row is None:
-            row = np.array([self.feed(syn, t) is not None for t in range(len(self.parser_term))], dtype=bool)
-            self._rows[syn] = row
+            row = self._rows[syn] = self.row_of(self.tables.accepted(syn))  # type: ignore[arg-type]
+        return row
+
+    def row_of(self, bits: int) -> np.ndarray:
+        """Lexer terminals taken by a parser that accepts the parser terminals in ``bits``
+        (``%ignore`` ones always); shared by all stacks with the same accepted set."""
+        row = self._rows_by_bits.get(bits)
+        if row is None:
+            pt = self._pt
+            n = int(pt.max(initial=0)) + 1
+            taken = np.array([(bits >> i) & 1 for i in range(n)], dtype=bool)
+            row = (pt == IGNORED) | ((pt >= 0) & taken[np.maximum(pt, 0)])
+            self._rows_by_bits[bits] = row
         return row
 
     def ok_states(self, syn: Hashable) -> np.ndarray:
         """Bool over lexer DFA states: where an unfinished lexeme can still be taken by ``syn``."""
-        got = self._ok_states.get(syn)
-        if got is None:
-            got = self.lexer.winnable[:, : len(self.parser_term)] @ self.accept_row(syn)
-            got = np.asarray(got, dtype=bool)
-            self._ok_states[syn] = got
-        return got
+        return self._ok_arrays[self.ok_key(syn)]
 
-    def clear_memo(self) -> None:
-        """Drop memoised rows (called when memory grows; results are recomputed on demand)."""
-        self._rows.clear()
-        self._ok_states.clear()
+    def ok_states_of(self, key: int) -> np.ndarray:
+        """The array an :meth:`ok_key` names."""
+        return self._ok_arrays[key]
 
+    def ok_key(self, syn: Hashable) -> int:
+        """A small int naming ``ok_states(syn)``: equal arrays get the same key, so results
+        that depend only on them (a token group's kept tokens) are cached across stacks."""
+        key = self._ok_key.get(syn)
+        if key is None:
+            row = self.accept_row(syn)
+            raw = row.tobytes()
+            key = self._ok_ids.get(raw)
+            if key is None:
+                ok = np.asarray(self.lexer.winnable[:, : len(self.parser_term)] @ row, dtype=bool)
+                key = self._ok_ids[raw] = len(self._ok_arrays)
+                self._ok_arrays.append(ok)
+            self._ok_key[syn] = key
+        return key

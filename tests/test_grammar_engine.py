@@ -118,12 +118,18 @@ def test_fork_and_rollback_are_independent(default_tokenizer):
 def test_forced_tokens_follow_the_only_choice(default_tokenizer):
     g = compile_grammar('start: "(" "hello" ")"', default_tokenizer)
     m = g.matcher()
+    # The whole text is forced, whatever tokens spell it; they are allowed one by one.
     forced = m.forced_tokens()
-    # Several tokens spell "(" + "hello"..., so nothing is forced at the start; after
-    # the full keyword only ")" remains, and that is one token.
-    m2 = g.matcher_after("(hello")
-    assert default_tokenizer.decode(m2.forced_tokens()) == ")"
-    assert isinstance(forced, list)
+    assert default_tokenizer.decode(forced) == "(hello)"
+    for tok in forced:
+        m.advance(tok)
+    assert m.is_accepting() and m.forced_tokens() == []
+    # The rest of a keyword: after "[tr" only "ue" can follow; then a choice.
+    json_g = compile_grammar("json", default_tokenizer)
+    assert default_tokenizer.decode(json_g.matcher_after("[tr").forced_tokens()) == "ue"
+    assert json_g.matcher_after("[true").forced_tokens() == []
+    # SQL keywords are case-insensitive: "FR" may go on as "OM" or "om", a choice.
+    assert compile_grammar("sql", default_tokenizer).matcher_after("SELECT a FROM t ORDER B").forced_tokens() == []
 
 
 @pytest.mark.parametrize("grammar", ["json", "sql", "python"])
@@ -139,6 +145,27 @@ def test_mask_agrees_with_accepts_on_random_walks(default_tokenizer, grammar):
             if not allowed:
                 break
             m.advance(rng.choice(allowed))
+
+
+@pytest.mark.parametrize(
+    ("grammar", "text"),
+    [
+        ("json", '{"a": [1, {"b": null}], "c": "x"}'),
+        ("sql", "SELECT a, count(*) FROM t JOIN u ON t.id = u.id WHERE a > 1 GROUP BY a"),
+        ("python", "class A:\n    def f(self, x):\n        if x:\n            return (x +\n 1)\n        y = [i for i in x]\n"),
+    ],
+)
+def test_accepted_terminal_sets_equal_feeding_each_terminal(default_tokenizer, grammar, text):
+    """The parser's accepted-terminal set (reductions shared between terminals, newline
+    columns grouped by class) must equal feeding every terminal one by one."""
+    g = compile_grammar(grammar, default_tokenizer)
+    syntax = g.syntax
+    m = g.matcher()
+    for tok in default_tokenizer.encode(text, add_special_tokens=False):
+        syn = m._state.syn
+        brute = [syntax.feed(syn, t) is not None for t in range(len(syntax.parser_term))]
+        assert syntax.accept_row(syn).tolist() == brute
+        m.advance(tok)
 
 
 @settings(max_examples=60, deadline=None)
