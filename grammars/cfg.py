@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from grammars.lexer_dfa import DEAD, START, LexerDFA
 from grammars.syntax import Syntax
-from grammars.token_tables import TokenBytes, TokenTable, TrieNode, build_table
+from grammars.token_tables import TokenBytes, TokenTable, TrieNode, build_table, load_table, save_table
 from plugin.errors import ConstraintViolation, PromptError
 from plugin.matcher import Matcher
 from plugin.vocabulary import Vocabulary
@@ -50,6 +51,7 @@ class CompiledGrammar:
     vocab: Vocabulary
     tokens: TokenBytes
     final_check: Callable[[bytes], bool] | None = None
+    table_dir: Path | None = None  # where per-lexer-state token tables are kept on disk
     _tables: dict[int, TokenTable] = field(default_factory=dict)
     _masks: OrderedDict = field(default_factory=OrderedDict)
 
@@ -93,7 +95,22 @@ class CompiledGrammar:
     def table(self, q: int) -> TokenTable:
         table = self._tables.get(q)
         if table is None:
-            table = self._tables[q] = build_table(self.lexer, self.tokens, q)
+            table = self._tables[q] = self._load_or_build_table(q)
+        return table
+
+    def _load_or_build_table(self, q: int) -> TokenTable:
+        path = None if self.table_dir is None else self.table_dir / f"q{q}.npz"
+        if path is not None and path.is_file():
+            try:
+                return load_table(path)
+            except (OSError, ValueError, KeyError, EOFError):
+                path.unlink(missing_ok=True)  # a damaged cache file is rebuilt
+        table = build_table(self.lexer, self.tokens, q)
+        if path is not None:
+            try:
+                save_table(table, path)
+            except OSError:
+                pass  # a read-only or full cache only costs speed
         return table
 
     def allowed(self, q: int, syn: Hashable) -> torch.Tensor:

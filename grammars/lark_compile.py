@@ -32,7 +32,7 @@ from plugin.paths import cache_dir
 from plugin.vocabulary import Vocabulary
 
 GRAMMAR_DIR = Path(__file__).parent
-_FORMAT = "cfg-v1"
+_FORMAT = "cfg-v2"
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def compile_grammar(grammar: str | Path, tokenizer: Any, *, start: str | None = 
     hit = _MEMORY.get(key)
     if hit is not None:
         return hit
-    tables = _load_or_build(name, text, start, python)
+    tables, digest = _load_or_build(name, text, start, python)
     if python:
         syntax: Syntax = PythonSyntax(
             tables.parse, tables.lexer, tables.parser_term, tables.columns, tables.whitespace
@@ -108,19 +108,25 @@ def compile_grammar(grammar: str | Path, tokenizer: Any, *, start: str | None = 
     if tokens is None:
         tokens = _TOKENS[vocab.fingerprint] = TokenBytes.from_vocab(vocab)
     compiled = CompiledGrammar(
-        name, tables.lexer, syntax, vocab, tokens, final_check=parses_as_python if python else None
+        name,
+        tables.lexer,
+        syntax,
+        vocab,
+        tokens,
+        final_check=parses_as_python if python else None,
+        table_dir=cache_dir() / "grammars" / f"{digest}-tables-{vocab.fingerprint[:16]}",
     )
     _MEMORY[key] = compiled
     return compiled
 
 
-def _load_or_build(name: str, text: str, start: str, python: bool) -> _Tables:
+def _load_or_build(name: str, text: str, start: str, python: bool) -> tuple[_Tables, str]:
     digest = hashlib.sha256(f"{_FORMAT}\0{start}\0{python}\0{text}".encode()).hexdigest()[:32]
     path = cache_dir() / "grammars" / f"{digest}.pkl"
     if path.is_file():
         try:
             with path.open("rb") as fh:
-                return pickle.load(fh)
+                return pickle.load(fh), digest
         except Exception:
             path.unlink(missing_ok=True)
     tables = build_tables(name, text, start, python)
@@ -129,7 +135,7 @@ def _load_or_build(name: str, text: str, start: str, python: bool) -> _Tables:
     with tmp.open("wb") as fh:
         pickle.dump(tables, fh, protocol=pickle.HIGHEST_PROTOCOL)
     tmp.replace(path)
-    return tables
+    return tables, digest
 
 
 def _line_of(text: str, name: str) -> int | None:
