@@ -12,6 +12,7 @@ same key, so the mask of a context seen before is a dictionary lookup.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -107,10 +108,8 @@ class CompiledGrammar:
                 path.unlink(missing_ok=True)  # a damaged cache file is rebuilt
         table = build_table(self.lexer, self.tokens, q)
         if path is not None:
-            try:
+            with contextlib.suppress(OSError):  # a read-only or full cache only costs speed
                 save_table(table, path)
-            except OSError:
-                pass  # a read-only or full cache only costs speed
         return table
 
     def allowed(self, q: int, syn: Hashable) -> torch.Tensor:

@@ -236,7 +236,9 @@ def _long_groups(lexer: LexerDFA, tokens: TokenBytes, q: int, rows: np.ndarray) 
             ids, ends = found.setdefault(tuple(seq), ([], []))
             ids.append(int(tokens.ids[row]))
             ends.append(cur)
-    return [_group(k, np.array(i, dtype=np.int64), np.array(e, dtype=np.int32)) for k, (i, e) in found.items()]
+    return [
+        _group(k, np.array(i, dtype=np.int64), np.array(e, dtype=np.int32)) for k, (i, e) in found.items()
+    ]
 
 
 def _group(seq: tuple[int, ...], ids: np.ndarray, q_end: np.ndarray) -> Group:

@@ -129,7 +129,8 @@ def test_forced_tokens_follow_the_only_choice(default_tokenizer):
     assert default_tokenizer.decode(json_g.matcher_after("[tr").forced_tokens()) == "ue"
     assert json_g.matcher_after("[true").forced_tokens() == []
     # SQL keywords are case-insensitive: "FR" may go on as "OM" or "om", a choice.
-    assert compile_grammar("sql", default_tokenizer).matcher_after("SELECT a FROM t ORDER B").forced_tokens() == []
+    sql = compile_grammar("sql", default_tokenizer)
+    assert sql.matcher_after("SELECT a FROM t ORDER B").forced_tokens() == []
 
 
 @pytest.mark.parametrize("grammar", ["json", "sql", "python"])
@@ -152,7 +153,11 @@ def test_mask_agrees_with_accepts_on_random_walks(default_tokenizer, grammar):
     [
         ("json", '{"a": [1, {"b": null}], "c": "x"}'),
         ("sql", "SELECT a, count(*) FROM t JOIN u ON t.id = u.id WHERE a > 1 GROUP BY a"),
-        ("python", "class A:\n    def f(self, x):\n        if x:\n            return (x +\n 1)\n        y = [i for i in x]\n"),
+        (
+            "python",
+            "class A:\n    def f(self, x):\n        if x:\n            return (x +\n 1)\n"
+            "        y = [i for i in x]\n",
+        ),
     ],
 )
 def test_accepted_terminal_sets_equal_feeding_each_terminal(default_tokenizer, grammar, text):
