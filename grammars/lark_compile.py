@@ -45,7 +45,9 @@ class BuiltinGrammar:
 BUILTINS = {
     "json": BuiltinGrammar("json.lark", "start"),
     "sql": BuiltinGrammar("sql.lark", "start"),
+    "sql_statement": BuiltinGrammar("sql.lark", "one_statement"),
     "python": BuiltinGrammar("python.lark", "file_input", python_indentation=True),
+    "python_function": BuiltinGrammar("python.lark", "function_input", python_indentation=True),
 }
 
 

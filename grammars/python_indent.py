@@ -154,6 +154,8 @@ class PythonSyntax(Syntax):
         if p == IGNORED:
             if syn.at_start and term in self.whitespace:
                 return None  # CPython: "unexpected indent" on the first line
+            if not self.tables.accepted(node) & self._not_end:
+                return None  # nothing but the end can follow (see grammars.syntax)
             return self.state(node, depth, indents, syn.at_start and term in self.whitespace)
         if p == UNUSED:
             return None

@@ -1,5 +1,10 @@
 """The syntactic side of the grammar engine: what happens when a lexeme is complete.
 
+One rule differs from Lark's: an ``%ignore`` lexeme (whitespace, a comment) is refused
+once the parse is complete and nothing but the end can follow (after a JSON document's
+closing brace, after the ``;`` of a single SQL statement). It could only pad the end,
+and a model left free to pad will often do so until it runs out of tokens.
+
 A :class:`Syntax` receives complete lexemes (as lexer-terminal indices) and keeps the
 parser state. The plain version passes terminals to the LALR tables and drops
 ``%ignore`` terminals; :class:`grammars.python_indent.PythonSyntax` adds INDENT/DEDENT
@@ -13,10 +18,10 @@ from collections.abc import Hashable
 
 import numpy as np
 
-from grammars.lalr import ParseTables
+from grammars.lalr import END, ParseTables
 from grammars.lexer_dfa import LexerDFA
 
-IGNORED = -1  # lexer terminal dropped by the parser (%ignore)
+IGNORED = -1  # lexer terminal dropped by the parser (%ignore), except at a closed end (below)
 UNUSED = -2  # lexer terminal the parser never accepts
 
 
@@ -30,6 +35,7 @@ class Syntax:
         self._rows: dict[Hashable, np.ndarray] = {}
         self._rows_by_bits: dict[int, np.ndarray] = {}
         self._pt = np.array(parser_term, dtype=np.int64)
+        self._not_end = ~(1 << tables.terminal_ids[END])  # bits of every terminal but $END
         self._ok_key: dict[Hashable, int] = {}
         self._ok_ids: dict[bytes, int] = {}
         self._ok_arrays: list[np.ndarray] = []
@@ -41,7 +47,7 @@ class Syntax:
         """The state after lexeme ``term`` (lexer terminal index), or None if not allowed."""
         p = self.parser_term[term]
         if p == IGNORED:
-            return syn
+            return syn if self.tables.accepted(syn) & self._not_end else None  # type: ignore[arg-type]
         if p == UNUSED:
             return None
         return self.tables.feed(syn, p)  # type: ignore[arg-type]
@@ -69,7 +75,7 @@ class Syntax:
             pt = self._pt
             n = int(pt.max(initial=0)) + 1
             taken = np.array([(bits >> i) & 1 for i in range(n)], dtype=bool)
-            row = (pt == IGNORED) | ((pt >= 0) & taken[np.maximum(pt, 0)])
+            row = ((pt == IGNORED) & bool(bits & self._not_end)) | ((pt >= 0) & taken[np.maximum(pt, 0)])
             self._rows_by_bits[bits] = row
         return row
 

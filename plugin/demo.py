@@ -1,9 +1,14 @@
-"""``stencil demo``: three constrained generations on the default model, each checked by
-the real parser (``jsonschema``, SQLite ``EXPLAIN``, ``ast.parse``), with speed figures.
+"""``stencil demo``: constrained generations on the default model, each checked by the
+real parser (``jsonschema``, SQLite ``EXPLAIN``, ``ast.parse``), with speed figures.
 
-Until the Lark grammar engine lands, SQL and Python are constrained by regular
-expressions derived from the real database schema and the function signature; both
-are subsets whose every member the real parser accepts.
+* JSON Schema: a user record;
+* SQL with the built-in SQLite grammar (``grammar="sql_statement"``: one statement):
+  any syntactically valid statement; SQLite parses it (names are not checked against the schema by a grammar:
+  the SQL monitor does that);
+* SQL by a regex built from the real schema: only real tables and columns;
+* Python by a regex built from the function signature. (The Python grammar in
+  completion mode writes a correct body with the default 135M model, but then pads
+  with comment lines until the token budget ends: a stop rule is still to come.)
 """
 
 from __future__ import annotations
@@ -91,6 +96,17 @@ def _check_sql(text: str) -> tuple[bool, str]:
         return False, f"sqlite3: {exc}"
 
 
+def _check_sql_syntax(text: str) -> tuple[bool, str]:
+    """SQLite's parser on the demo database; an unknown name is not a syntax error."""
+    try:
+        demo_database().execute("EXPLAIN " + text)
+        return True, "sqlite3 EXPLAIN on the demo database"
+    except sqlite3.Error as exc:
+        if str(exc).startswith(("no such table", "no such column", "no such function")):
+            return True, f"sqlite3 EXPLAIN: syntax valid ({exc}; names are the monitor's job)"
+        return False, f"sqlite3: {exc}"
+
+
 def _check_python(text: str) -> tuple[bool, str]:
     try:
         ast.parse(text)
@@ -103,6 +119,8 @@ def _report(
     title: str, gen: Generation, check: Callable[[str], tuple[bool, str]], baseline_tps: float
 ) -> bool:
     ok, how = check(gen.text)
+    if gen.finish_reason != "stop":
+        ok, how = False, f"stopped by {gen.finish_reason} before the constraint accepted"
     s = gen.stats
     per_token_us = s["constraint_seconds"] / max(1, s["tokens"]) * 1e6
     share = 100 * s["constraint_seconds"] / s["seconds"] if s["seconds"] else 0.0
@@ -124,7 +142,7 @@ def run_demo(
     dtype: str | None = None,
     max_new_tokens: int = 96,
 ) -> int:
-    """Run the three demos; exit code 0 when every output is valid."""
+    """Run the demos; exit code 0 when every output is valid."""
     from plugin.models import load_model
 
     t0 = time.perf_counter()
@@ -146,6 +164,16 @@ def run_demo(
     results.append(_report("JSON Schema (user record)", gen, _check_json, baseline_tps))
 
     tables = "; ".join(f"{t}({', '.join(c)})" for t, c in DEMO_TABLES.items())
+    gen = constrained_generate(
+        model,
+        tok,
+        f"Tables: {tables}. Write one SQLite query listing the names of singers from France.",
+        grammar="sql_statement",
+        chat=True,
+        max_new_tokens=max_new_tokens,
+    )
+    results.append(_report("SQL (built-in SQLite grammar)", gen, _check_sql_syntax, baseline_tps))
+
     gen = constrained_generate(
         model,
         tok,

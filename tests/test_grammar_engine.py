@@ -222,7 +222,7 @@ def test_bad_grammars_name_line_and_rule(default_tokenizer, grammar, line, rule)
 
 
 def test_unknown_builtin_and_missing_file(default_tokenizer, tmp_path):
-    with pytest.raises(GrammarError, match="built-ins are json, python, sql"):
+    with pytest.raises(GrammarError, match="built-ins are json, python, python_function, sql, sql_statement"):
         compile_grammar("pythn", default_tokenizer)
     with pytest.raises(GrammarError, match="not found"):
         compile_grammar(str(tmp_path / "nope.lark"), default_tokenizer)
@@ -258,3 +258,28 @@ def test_compiles_are_cached_in_memory_and_on_disk(default_tokenizer, tmp_path, 
     compile_grammar("python", default_tokenizer)
     warm = time.perf_counter() - start
     print(f"python grammar compile: cold {cold * 1e3:.0f} ms, from disk {warm * 1e3:.0f} ms")
+
+
+def test_nothing_but_the_end_after_a_closed_parse(default_tokenizer):
+    """Once nothing but the end can follow, %ignore lexemes (blanks, comments) are refused:
+    they could only pad the output. Inside the text they stay free."""
+    json_g = compile_grammar("json", default_tokenizer)
+    done = json_g.matcher_after('{ "a" : [1, 2] }')
+    assert done.is_accepting() and done.is_finished()
+    assert mask_of(done).nonzero().flatten().tolist() == sorted(done.vocab.eos_ids)
+    with pytest.raises(PromptError):
+        json_g.matcher_after('{"a": 1}\n')
+    one = compile_grammar("sql_statement", default_tokenizer)
+    assert one.matcher_after("SELECT a -- the name\n FROM t;").is_finished()
+    with pytest.raises(PromptError):
+        one.matcher_after("SELECT a FROM t; SELECT 1;")
+    script = compile_grammar("sql", default_tokenizer).matcher_after("SELECT a FROM t;")
+    assert script.is_accepting() and not script.is_finished()  # another statement may follow
+
+
+def test_python_function_start_takes_one_definition(default_tokenizer):
+    g = compile_grammar("python_function", default_tokenizer)
+    m = g.matcher_after("@cache\ndef f(x):\n    # double it\n    return 2 * x\n")
+    assert m.is_accepting()
+    with pytest.raises(PromptError):
+        g.matcher_after("def f(x):\n    return x\ny = f(1)\n")
