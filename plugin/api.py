@@ -11,7 +11,7 @@ from plugin.matcher import CompiledConstraint
 from plugin.sampling import SamplingParams
 from plugin.vocabulary import Vocabulary
 
-SAMPLERS = ("mask",)
+SAMPLERS = ("mask", "awrs")
 JSON_GENERATION_WHITESPACE = r"[ ]?"
 _OPTIONS = {
     "repetition_penalty",
@@ -185,6 +185,7 @@ def constrained_generate(
         jump_forward=options.get("jump_forward", True),
         finish_within_budget=options.get("finish_within_budget", True),
         should_stop=options.get("should_stop"),
+        sampler=sampler,
     )
     text = vocab.decode(result.token_ids).decode("utf-8", errors="replace")
     valid = matcher.is_accepting() if matcher is not None else result.finish_reason == FINISH_STOP

@@ -49,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-k", type=int, default=0)
     gen.add_argument("--repetition-penalty", type=float, default=1.0)
     gen.add_argument("--seed", type=int)
-    gen.add_argument("--sampler", default="mask")
+    gen.add_argument(
+        "--sampler",
+        default="mask",
+        help="mask (full mask each step) or awrs (adaptive weighted rejection sampling: "
+        "a few checks per token)",
+    )
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     gen.add_argument("--whitespace", help="JSON whitespace: flexible, compact, or a regex")
     gen.add_argument(

@@ -20,14 +20,16 @@ from typing import Any
 
 import torch
 
+from plugin.awrs import awrs_step
 from plugin.matcher import Matcher
-from plugin.sampling import SamplingParams, apply_repetition_penalty, choose_token
+from plugin.sampling import SamplingParams, apply_repetition_penalty, choose_token, filter_logits
 from plugin.vocabulary import Vocabulary
 
 FINISH_STOP = "stop"  # the model ended where the constraint accepts, or nothing else was allowed
 FINISH_LENGTH = "length"  # max_new_tokens ran out first
 FINISH_DEAD_END = "dead_end"  # the constraint allowed no token at all (a grammar bug, reported)
 FINISH_CANCELLED = "cancelled"  # should_stop() asked to stop
+AWRS_BUDGET_WINDOW = 32  # last steps of the budget that AWRS hands to the mask
 
 
 @dataclass
@@ -91,8 +93,16 @@ def decode(
     jump_forward: bool = True,
     finish_within_budget: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    sampler: str = "mask",
 ) -> DecodeResult:
-    """Generate up to ``max_new_tokens`` tokens after ``prompt_ids`` under ``matcher``."""
+    """Generate up to ``max_new_tokens`` tokens after ``prompt_ids`` under ``matcher``.
+
+    ``sampler``: ``"mask"`` (full mask every step) or ``"awrs"`` (adaptive weighted
+    rejection sampling, :mod:`plugin.awrs`: a few ``accepts`` calls per step; its log
+    weights are summed into ``stats["log_weight"]``). With AWRS, jump-forward is off
+    (a forced token's probability belongs in the weight), and the last
+    ``AWRS_BUDGET_WINDOW`` steps use the mask so that finish-within-budget still holds.
+    """
     start = time.perf_counter()
     runner = _Model(model)
     generator = torch.Generator(device=runner.device)
@@ -108,6 +118,12 @@ def decode(
     prefill_seconds = time.perf_counter() - start
     width = logits.numel()
     mask = torch.zeros(width, dtype=torch.bool, device=runner.device)
+    awrs = sampler == "awrs" and matcher is not None
+    if awrs:
+        jump_forward = False
+    log_weight = 0.0
+    fallbacks = 0
+    awrs_checks: list[int] = []
 
     while len(out) < max_new_tokens:
         if should_stop is not None and should_stop():
@@ -127,6 +143,32 @@ def decode(
                 out.extend(forced)
                 forced_count += len(forced)
                 logits = runner.feed(forced)
+                continue
+            remaining = max_new_tokens - len(out)
+            if awrs and not (finish_within_budget and remaining <= AWRS_BUDGET_WINDOW):
+                if params.repetition_penalty != 1.0 and out:
+                    logits = apply_repetition_penalty(
+                        logits, torch.tensor(out, device=logits.device), params.repetition_penalty
+                    )
+                step = awrs_step(
+                    logits if params.greedy else filter_logits(logits, params),
+                    matcher,
+                    greedy=params.greedy,
+                    generator=generator,
+                )
+                token = step.token
+                checks += step.checks
+                awrs_checks.append(step.checks)
+                fallbacks += step.fell_back
+                log_weight += step.log_weight
+                matcher.advance(token)
+                step_us.append((time.perf_counter() - t0) * 1e6)
+                if token in stop_ids:
+                    finish = FINISH_STOP
+                    break
+                out.append(token)
+                if len(out) < max_new_tokens:
+                    logits = runner.feed([token])
                 continue
             mask.zero_()
             matcher.fill_mask(mask)
@@ -171,7 +213,15 @@ def decode(
         "constraint_checks": checks,
         "forced_tokens": forced_count,
         "budget_restricted_steps": budget_steps,
+        "sampler": sampler,
     }
+    if awrs:
+        stats["log_weight"] = log_weight
+        stats["awrs_fallbacks"] = fallbacks
+        if awrs_checks:
+            stats["checks_per_token_mean"] = sum(awrs_checks) / len(awrs_checks)
+            stats["checks_per_token_p50"] = percentile([float(c) for c in awrs_checks], 0.5)
+            stats["checks_per_token_p99"] = percentile([float(c) for c in awrs_checks], 0.99)
     if step_us:
         stats["constraint_us_per_step_p50"] = percentile(step_us, 0.5)
         stats["constraint_us_per_step_p99"] = percentile(step_us, 0.99)
