@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from plugin.asap import ASApTrie, trie_for
 from plugin.decoder import FINISH_STOP, decode
 from plugin.errors import OptionError, PromptError
 from plugin.matcher import CompiledConstraint
 from plugin.sampling import SamplingParams
 from plugin.vocabulary import Vocabulary
 
-SAMPLERS = ("mask", "awrs")
+SAMPLERS = ("mask", "awrs", "asap")
 JSON_GENERATION_WHITESPACE = r"[ ]?"
 _OPTIONS = {
     "repetition_penalty",
@@ -22,6 +23,7 @@ _OPTIONS = {
     "constraint",
     "should_stop",
     "prefix",
+    "asap_trie",
 }
 
 
@@ -97,6 +99,32 @@ def _context_length(model: Any) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
 
+def _asap_trie(
+    sampler: str,
+    options: dict[str, Any],
+    model: Any,
+    prompt_ids: list[int],
+    constraint: Any,
+    matcher: Any,
+    params: SamplingParams,
+) -> ASApTrie | None:
+    """The EFG trie ASAp learns in: ``asap_trie=`` if given, else the process-wide one for
+    this (model, prompt, constraint, temperature)."""
+    if sampler != "asap":
+        return None
+    if constraint is None:
+        raise OptionError("sampler='asap' needs a constraint (grammar=, json_schema= or regex=)")
+    if params.top_p < 1.0 or params.top_k:
+        raise OptionError(
+            "sampler='asap' samples the model's own distribution: top_p and top_k are not allowed"
+        )
+    given = options.get("asap_trie")
+    if given is not None:
+        return given
+    start = matcher.text() if hasattr(matcher, "text") else b""
+    return trie_for((id(model), tuple(prompt_ids), id(constraint), start, params.temperature))
+
+
 def constrained_generate(
     model: Any,
     tokenizer: Any,
@@ -128,7 +156,16 @@ def constrained_generate(
     every step, for cancellation), ``prefix`` (completion mode: text the matcher consumes
     before generating, usually the code before the cursor that the prompt ends with;
     the output then continues it, and ``prefix + text`` is what the constraint
-    accepts; a prefix the constraint cannot continue raises ``PromptError``).
+    accepts; a prefix the constraint cannot continue raises ``PromptError``),
+    ``asap_trie`` (with ``sampler="asap"``: the :class:`plugin.asap.ASApTrie` to learn in,
+    e.g. one loaded from disk; default: one kept per model, prompt, constraint and
+    temperature for the life of the process).
+
+    Samplers: ``"mask"`` (full mask, then sample), ``"awrs"`` (adaptive weighted rejection
+    sampling: exact samples of the locally constrained distribution with a few checks
+    per token; ``stats["log_weight"]`` is the sum of the unbiased log weights) and
+    ``"asap"`` (grammar-aligned: repeated calls converge to the model's distribution
+    conditioned on the constraint).
     """
     unknown = set(options) - _OPTIONS
     if unknown:
@@ -186,6 +223,7 @@ def constrained_generate(
         finish_within_budget=options.get("finish_within_budget", True),
         should_stop=options.get("should_stop"),
         sampler=sampler,
+        asap_trie=_asap_trie(sampler, options, model, prompt_ids, constraint, matcher, params),
     )
     text = vocab.decode(result.token_ids).decode("utf-8", errors="replace")
     valid = matcher.is_accepting() if matcher is not None else result.finish_reason == FINISH_STOP

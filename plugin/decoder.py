@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from plugin.asap import ASApTrie
 from plugin.awrs import awrs_step
 from plugin.matcher import Matcher
 from plugin.sampling import SamplingParams, apply_repetition_penalty, choose_token, filter_logits
@@ -94,6 +95,7 @@ def decode(
     finish_within_budget: bool = True,
     should_stop: Callable[[], bool] | None = None,
     sampler: str = "mask",
+    asap_trie: ASApTrie | None = None,
 ) -> DecodeResult:
     """Generate up to ``max_new_tokens`` tokens after ``prompt_ids`` under ``matcher``.
 
@@ -102,6 +104,9 @@ def decode(
     weights are summed into ``stats["log_weight"]``). With AWRS, jump-forward is off
     (a forced token's probability belongs in the weight), and the last
     ``AWRS_BUDGET_WINDOW`` steps use the mask so that finish-within-budget still holds.
+    ``"asap"`` (grammar-aligned sampling, :mod:`plugin.asap`) needs ``asap_trie``: each
+    step samples from the allowed tokens weighted by the trie's EFG estimates, every
+    token (end-of-sequence included) is sampled, and the trie learns from the result.
     """
     start = time.perf_counter()
     runner = _Model(model)
@@ -119,8 +124,11 @@ def decode(
     width = logits.numel()
     mask = torch.zeros(width, dtype=torch.bool, device=runner.device)
     awrs = sampler == "awrs" and matcher is not None
-    if awrs:
-        jump_forward = False
+    asap = asap_trie if sampler == "asap" and matcher is not None else None
+    if awrs or asap is not None:
+        jump_forward = False  # every token's probability must be seen
+    node = asap.root if asap is not None else None
+    path = [node]
     log_weight = 0.0
     fallbacks = 0
     awrs_checks: list[int] = []
@@ -131,7 +139,7 @@ def decode(
             break
         t0 = time.perf_counter()
         if matcher is not None:
-            if matcher.is_finished():
+            if asap is None and matcher.is_finished():
                 step_us.append((time.perf_counter() - t0) * 1e6)
                 finish = FINISH_STOP
                 break
@@ -184,7 +192,17 @@ def decode(
             logits = apply_repetition_penalty(
                 logits, torch.tensor(out, device=logits.device), params.repetition_penalty
             )
-        token = choose_token(logits, mask if matcher is not None else None, params, generator)
+        if asap is not None:
+            probs = torch.softmax(logits / (params.temperature or 1.0), dim=-1)
+            weights = asap.weights(node, probs, mask)
+            if params.greedy:
+                token = int(torch.argmax(weights))
+            else:
+                token = int(torch.multinomial(weights / weights.sum(), 1, generator=generator))
+            node = asap.step(node, token, float(probs[token]))
+            path.append(node)
+        else:
+            token = choose_token(logits, mask if matcher is not None else None, params, generator)
         t1 = time.perf_counter()
         if matcher is not None:
             matcher.advance(token)
@@ -197,6 +215,8 @@ def decode(
         if len(out) < max_new_tokens:
             logits = runner.feed([token])
 
+    if asap is not None:
+        asap.update(path, complete=finish == FINISH_STOP)
     if finish == FINISH_LENGTH and matcher is not None and matcher.is_finished():
         finish = FINISH_STOP  # the budget ended exactly where the constraint completes
     seconds = time.perf_counter() - start
