@@ -10,9 +10,10 @@ from plugin.decoder import FINISH_STOP, decode
 from plugin.errors import OptionError, PromptError
 from plugin.matcher import CompiledConstraint
 from plugin.sampling import SamplingParams
+from plugin.smc import smc_decode
 from plugin.vocabulary import Vocabulary
 
-SAMPLERS = ("mask", "awrs", "asap")
+SAMPLERS = ("mask", "awrs", "smc", "asap")
 JSON_GENERATION_WHITESPACE = r"[ ]?"
 _OPTIONS = {
     "repetition_penalty",
@@ -24,6 +25,8 @@ _OPTIONS = {
     "should_stop",
     "prefix",
     "asap_trie",
+    "particles",
+    "ess_threshold",
 }
 
 
@@ -43,6 +46,9 @@ class Generation:
     finish_reason: str
     valid: bool
     stats: dict[str, Any] = field(default_factory=dict)
+    # sampler="smc": every particle as {"text", "token_ids", "log_weight", "finish_reason",
+    # "valid"}; the generation itself is the particle drawn in proportion to the weights
+    particles: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +103,42 @@ def encode_prompt(tokenizer: Any, prompt: str, *, chat: bool) -> list[int]:
 def _context_length(model: Any) -> int | None:
     config = getattr(model, "config", None)
     return getattr(config, "max_position_embeddings", None)
+
+
+def _generate_smc(
+    model: Any,
+    vocab: Vocabulary,
+    prompt_ids: list[int],
+    matcher: Any,
+    params: SamplingParams,
+    max_new_tokens: int,
+    seed: int | None,
+    options: dict[str, Any],
+) -> Generation:
+    if matcher is None:
+        raise OptionError("sampler='smc' needs a constraint (grammar=, json_schema= or regex=)")
+    n = options.get("particles", 4)
+    ess = options.get("ess_threshold", 0.5)
+    if not isinstance(n, int) or n < 1:
+        raise OptionError(f"particles must be a positive integer, got {n!r}")
+    if not 0 <= ess <= 1:
+        raise OptionError(f"ess_threshold must be in [0, 1], got {ess!r}")
+    result = smc_decode(
+        model, vocab, prompt_ids, matcher, params, max_new_tokens, particles=n, ess_threshold=ess, seed=seed
+    )
+    views = [
+        {
+            "text": vocab.decode(p.token_ids).decode("utf-8", errors="replace"),
+            "token_ids": p.token_ids,
+            "log_weight": p.log_weight,
+            "finish_reason": p.finish_reason,
+            "valid": p.matcher.is_accepting(),
+        }
+        for p in result.particles
+    ]
+    best = views[result.chosen]
+    stats = {**result.stats, "sampler": "smc", "tokens": len(best["token_ids"]), "chosen": result.chosen}
+    return Generation(best["text"], best["token_ids"], best["finish_reason"], best["valid"], stats, views)
 
 
 def _asap_trie(
@@ -164,6 +206,9 @@ def constrained_generate(
     Samplers: ``"mask"`` (full mask, then sample), ``"awrs"`` (adaptive weighted rejection
     sampling: exact samples of the locally constrained distribution with a few checks
     per token; ``stats["log_weight"]`` is the sum of the unbiased log weights) and
+    ``"smc"`` (sequential Monte Carlo over ``particles`` AWRS particles, default 4,
+    resampled when the effective sample size drops below ``ess_threshold`` × particles,
+    default 0.5; ``Generation.particles`` lists them all with their weights) and
     ``"asap"`` (grammar-aligned: repeated calls converge to the model's distribution
     conditioned on the constraint).
     """
@@ -211,6 +256,8 @@ def constrained_generate(
         matcher = constraint.matcher_after(prefix)
     else:
         matcher = constraint.matcher()
+    if sampler == "smc":
+        return _generate_smc(model, vocab, prompt_ids, matcher, params, max_new_tokens, seed, options)
     result = decode(
         model,
         vocab,

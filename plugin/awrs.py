@@ -105,7 +105,13 @@ def _fallback(
     """Full mask, exact weight ``Z = p(A)``; sample from ``p`` restricted to ``A``."""
     mask = torch.zeros(logp.numel(), dtype=torch.bool, device=logp.device)
     matcher.fill_mask(mask)
-    checks += logp.numel()
+    return masked_step(logp, mask, greedy, generator, checks + logp.numel())
+
+
+def masked_step(
+    logp: torch.Tensor, mask: torch.Tensor, greedy: bool, generator: torch.Generator | None, checks: int
+) -> AWRSStep:
+    """Sample from ``logp`` restricted to ``mask``, with the exact weight ``Z = p(mask)``."""
     if not bool(mask.any()):
         raise ValueError("the constraint allows no token here (a dead end)")
     masked = logp.masked_fill(~mask, -math.inf)

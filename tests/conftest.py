@@ -65,3 +65,11 @@ def default_model():
     from plugin.models import load_model
 
     return load_model()
+
+
+@pytest.fixture(scope="session")
+def sharp_tiny_model(default_tokenizer):
+    """A tiny random Llama that puts real mass on refused tokens (tests/exact_distributions.py)."""
+    from tests.exact_distributions import tiny_model as build
+
+    return build(default_tokenizer)
