@@ -217,6 +217,9 @@ def constrained_generate(
         raise OptionError(f"unknown option(s): {', '.join(sorted(unknown))}")
     if sampler not in SAMPLERS:
         raise OptionError(f"unknown sampler {sampler!r}; available: {', '.join(SAMPLERS)}")
+    for option, owner in (("particles", "smc"), ("ess_threshold", "smc"), ("asap_trie", "asap")):
+        if option in options and sampler != owner:
+            raise OptionError(f"{option}= is an option of sampler={owner!r}, not of sampler={sampler!r}")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise OptionError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     params = SamplingParams(temperature, top_p, top_k, options.get("repetition_penalty", 1.0))

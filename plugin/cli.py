@@ -52,8 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--sampler",
         default="mask",
-        help="mask (full mask each step) or awrs (adaptive weighted rejection sampling: "
-        "a few checks per token)",
+        help="mask (full mask each step), awrs (adaptive weighted rejection sampling: a few "
+        "checks per token), smc (sequential Monte Carlo over AWRS particles) or asap "
+        "(grammar-aligned sampling)",
+    )
+    gen.add_argument("--particles", type=int, help="with --sampler smc: number of particles (default 4)")
+    gen.add_argument(
+        "--ess-threshold", type=float, help="with --sampler smc: resample below this ESS fraction (0.5)"
     )
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     gen.add_argument("--whitespace", help="JSON whitespace: flexible, compact, or a regex")
@@ -101,6 +106,11 @@ def _generate(args: argparse.Namespace) -> int:
         constraint=constraint,
         repetition_penalty=args.repetition_penalty,
         prefix=_read(args.prefix_file, "--prefix-file") if args.prefix_file else None,
+        **{
+            k: v
+            for k, v in (("particles", args.particles), ("ess_threshold", args.ess_threshold))
+            if v is not None
+        },
     )
     if args.json:
         print(json.dumps(gen.to_dict(), ensure_ascii=False))

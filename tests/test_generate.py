@@ -30,8 +30,12 @@ FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthChe
 
 
 @FAST
-@given(seed=st.integers(0, 2**31 - 1), temperature=st.sampled_from([0.7, 1.0, 1.5]))
-def test_regex_outputs_always_match(tiny_model, default_tokenizer, seed, temperature):
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    temperature=st.sampled_from([0.7, 1.0, 1.5]),
+    sampler=st.sampled_from(["mask", "awrs", "smc", "asap"]),
+)
+def test_regex_outputs_always_match(tiny_model, default_tokenizer, seed, temperature, sampler):
     gen = constrained_generate(
         tiny_model,
         default_tokenizer,
@@ -40,9 +44,33 @@ def test_regex_outputs_always_match(tiny_model, default_tokenizer, seed, tempera
         temperature=temperature,
         seed=seed,
         max_new_tokens=40,
+        sampler=sampler,
     )
     assert gen.finish_reason == "stop" and gen.valid
     assert re.fullmatch(PATTERN, gen.text)
+    for particle in gen.particles or []:
+        assert particle["valid"] and re.fullmatch(PATTERN, particle["text"])
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**31 - 1), sampler=st.sampled_from(["mask", "awrs", "smc", "asap"]))
+def test_every_sampler_ends_valid_under_the_json_grammar(tiny_model, default_tokenizer, seed, sampler):
+    """The grammar engine's guarantee for each sampler: a "stop" output parses; the
+    random model may ramble to the budget, which is reported, never an invalid text."""
+    gen = constrained_generate(
+        tiny_model,
+        default_tokenizer,
+        "JSON:",
+        grammar="json",
+        temperature=1.0,
+        seed=seed,
+        max_new_tokens=30,
+        sampler=sampler,
+    )
+    if gen.finish_reason == "stop":
+        json.loads(gen.text)
+    else:
+        assert gen.finish_reason == "length" and not gen.valid
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -128,7 +156,8 @@ def test_stats_have_the_documented_keys(tiny_model, default_tokenizer):
     for key in ("tokens", "seconds", "constraint_seconds", "constraint_checks", "tokens_per_second"):
         assert key in gen.stats
     assert gen.stats["constraint_checks"] >= len(default_tokenizer)
-    assert set(gen.to_dict()) == {"text", "token_ids", "finish_reason", "valid", "stats"}
+    assert set(gen.to_dict()) == {"text", "token_ids", "finish_reason", "valid", "stats", "particles"}
+    assert gen.stats["sampler"] == "mask" and gen.particles is None
 
 
 def test_unconstrained_generation_and_cancellation(tiny_model, default_tokenizer):
@@ -159,6 +188,10 @@ def test_chat_template_wraps_the_prompt(tiny_model, default_tokenizer):
         ({"max_new_tokens": 2000}, PromptError, "at most"),
         ({"regex": "a", "json_schema": {}}, OptionError, "at most one"),
         ({"sampler": "beam"}, OptionError, "unknown sampler"),
+        ({"regex": "a", "particles": 3}, OptionError, "option of sampler='smc'"),
+        ({"regex": "a", "sampler": "smc", "particles": 0}, OptionError, "particles"),
+        ({"regex": "a", "sampler": "asap", "top_k": 5, "temperature": 1.0}, OptionError, "top_p and top_k"),
+        ({"sampler": "asap"}, OptionError, "needs a constraint"),
         ({"temperature": -1}, OptionError, "temperature"),
         ({"top_p": 0}, OptionError, "top_p"),
         ({"max_new_tokens": 0}, OptionError, "max_new_tokens"),
