@@ -136,6 +136,41 @@ def _type_of(value: Any) -> str:
     return "array" if isinstance(value, list) else "object"
 
 
+def _has_type(value: Any, types: Any) -> bool:
+    """Whether ``value`` is an instance of the JSON Schema ``type`` (a name or a list)."""
+    for t in [types] if isinstance(types, str) else list(types):
+        kind = _type_of(value)
+        if t == kind or (t == "integer" and kind == "number" and float(value).is_integer()):
+            return True
+    return False
+
+
+# RFC 3339 as JSON Schema's format checkers read it: a date-time needs its offset. The
+# regex builder's own date-time pattern lacks it, so these formats become patterns.
+# Day ranges follow the month (29 February is left out: the route may under-accept).
+_DATE = (
+    r"[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+_FORMAT_PATTERNS = {"date-time": f"^{_DATE}T{_TIME}$", "date": f"^{_DATE}$", "time": f"^{_TIME}$"}
+
+
+def _formats_as_patterns(node: Any) -> Any:
+    """A copy of ``node`` with date-time/date/time formats replaced by exact patterns."""
+    if isinstance(node, list):
+        return [_formats_as_patterns(v) for v in node]
+    if not isinstance(node, Mapping):
+        return node
+    literal = ("enum", "const", "default", "examples")  # values, not schemas
+    out = {k: v if k in literal else _formats_as_patterns(v) for k, v in node.items()}
+    fmt = out.get("format")
+    if isinstance(fmt, str) and fmt in _FORMAT_PATTERNS and "pattern" not in out:
+        del out["format"]
+        out["pattern"] = _FORMAT_PATTERNS[fmt]
+    return out
+
+
 class _Auditor:
     """Walks the reachable schema; raises or records what the route cannot enforce."""
 
@@ -232,6 +267,14 @@ class _Auditor:
             if problem:
                 return None if self.unsupported(key, at, problem) else value
             return value
+        if key in ("enum", "const") and "type" in schema:
+            values = value if key == "enum" else [value]
+            kept = [v for v in values if _has_type(v, schema["type"])] if isinstance(values, list) else values
+            if not kept:
+                reason = "no value has the schema's type: this subschema allows nothing"
+                drop = self.unsupported(key, at, reason)
+                return None if drop else value
+            return kept if key == "enum" else value
         if key == "type":
             names = [value] if isinstance(value, str) else value
             bad = [n for n in names if n not in _TYPES and n != "integer"]
@@ -337,7 +380,7 @@ def schema_to_regex(schema: Any, *, whitespace: str = "flexible", strict: bool =
         )
     ws = WHITESPACE.get(whitespace, whitespace)
     try:
-        return build_regex_from_schema(json.dumps(cleaned), ws)
+        return build_regex_from_schema(json.dumps(_formats_as_patterns(cleaned)), ws)
     except ValueError as exc:
         raise UnsupportedSchemaError("schema", "", str(exc).splitlines()[0]) from None
 

@@ -159,3 +159,35 @@ def test_non_strict_cleans_referenced_definitions_too(default_tokenizer):
         compiled = compile_json_schema(schema, default_tokenizer, strict=False)
     assert not accepts_text(compiled, default_tokenizer, '{"a": 12}')
     assert "allOf" in schema["$defs"]["n"]  # the caller's schema is left untouched
+
+
+def test_date_time_needs_its_offset_and_dates_their_month_lengths(default_tokenizer):
+    """Found by bench/maskbench.py: the regex builder's date-time took "2022-01-01T12:00:00"
+    (no offset), which RFC 3339 and MaskBench reject."""
+    from grammars.json_schema import compile_json_schema
+
+    c = compile_json_schema({"type": "string", "format": "date-time"}, default_tokenizer)
+    for text, ok in [
+        ('"2022-01-01T12:00:00Z"', True),
+        ('"2022-01-01T12:00:00.5+02:00"', True),
+        ('"2022-01-01T12:00:00"', False),
+        ('"2022-01-01 12:00:00Z"', False),
+        ('"2022-02-30T12:00:00Z"', False),
+    ]:
+        m = c.matcher()
+        ids = default_tokenizer.encode(text, add_special_tokens=False)
+        accepted = all(m.accepts(t) and (m.advance(t) or True) for t in ids) and m.is_accepting()
+        assert accepted == ok, text
+
+
+def test_enum_values_of_the_wrong_type_are_not_generated(default_tokenizer):
+    """Found by bench/maskbench.py: {"enum": [strings], "type": "object"} allows nothing."""
+    from grammars.json_schema import compile_json_schema
+    from plugin.errors import UnsupportedSchemaError
+
+    schema = {"type": "object", "properties": {"b": {"enum": ["X", "Y"], "type": "object"}}}
+    with pytest.raises(UnsupportedSchemaError, match="/properties/b/enum"):
+        compile_json_schema(schema, default_tokenizer)
+    mixed = compile_json_schema({"enum": ["X", 3], "type": "integer"}, default_tokenizer)
+    assert mixed.matcher().accepts(default_tokenizer.encode("3", add_special_tokens=False)[0])
+    assert not mixed.matcher().accepts(default_tokenizer.encode('"', add_special_tokens=False)[0])
