@@ -248,6 +248,14 @@ class DFAMatcher(Matcher):
         if self._dfa.is_final(state):
             mask[self._dfa._eos_tensor.to(mask.device)] = True
 
+    def budget_window(self) -> int:
+        # restrict_to_budget clears nothing while every successor can finish in time
+        state = self._node[0]
+        if state == _FINISHED:
+            return 0
+        _, dist = self._dfa.next_distances(state)
+        return int(dist.max()) + 1 if dist.numel() else 0
+
     def restrict_to_budget(self, mask: torch.Tensor, remaining: int) -> bool:
         state = self._node[0]
         if state == _FINISHED:

@@ -145,15 +145,25 @@ def _has_type(value: Any, types: Any) -> bool:
     return False
 
 
-# RFC 3339 as JSON Schema's format checkers read it: a date-time needs its offset. The
-# regex builder's own date-time pattern lacks it, so these formats become patterns.
+# Every supported format becomes our own pattern. RFC 3339 as JSON Schema's format
+# checkers read it: a date-time needs its offset (the regex builder's pattern lacks it).
 # Day ranges follow the month (29 February is left out: the route may under-accept).
 _DATE = (
     r"[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
     r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
 )
 _TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
-_FORMAT_PATTERNS = {"date-time": f"^{_DATE}T{_TIME}$", "date": f"^{_DATE}$", "time": f"^{_TIME}$"}
+_HEX = "[0-9a-fA-F]"
+_FORMAT_PATTERNS = {
+    "date-time": f"^{_DATE}T{_TIME}$",
+    "date": f"^{_DATE}$",
+    "time": f"^{_TIME}$",
+    # The regex builder's email and uri patterns let '"' and ',' into the string, which
+    # then is not JSON at all; these are conservative and escape-free.
+    "email": r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$",
+    "uri": r"^[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]+$",
+    "uuid": f"^{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}$",
+}
 
 
 def _formats_as_patterns(node: Any) -> Any:

@@ -30,7 +30,6 @@ FINISH_STOP = "stop"  # the model ended where the constraint accepts, or nothing
 FINISH_LENGTH = "length"  # max_new_tokens ran out first
 FINISH_DEAD_END = "dead_end"  # the constraint allowed no token at all (a grammar bug, reported)
 FINISH_CANCELLED = "cancelled"  # should_stop() asked to stop
-AWRS_BUDGET_WINDOW = 32  # last steps of the budget that AWRS hands to the mask
 
 
 @dataclass
@@ -102,8 +101,8 @@ def decode(
     ``sampler``: ``"mask"`` (full mask every step) or ``"awrs"`` (adaptive weighted
     rejection sampling, :mod:`plugin.awrs`: a few ``accepts`` calls per step; its log
     weights are summed into ``stats["log_weight"]``). With AWRS, jump-forward is off
-    (a forced token's probability belongs in the weight), and the last
-    ``AWRS_BUDGET_WINDOW`` steps use the mask so that finish-within-budget still holds.
+    (a forced token's probability belongs in the weight), and the steps within the
+    matcher's ``budget_window()`` of the end use the mask, so finish-within-budget holds.
     ``"asap"`` (grammar-aligned sampling, :mod:`plugin.asap`) needs ``asap_trie``: each
     step samples from the allowed tokens weighted by the trie's EFG estimates, every
     token (end-of-sequence included) is sampled, and the trie learns from the result.
@@ -153,7 +152,7 @@ def decode(
                 logits = runner.feed(forced)
                 continue
             remaining = max_new_tokens - len(out)
-            if awrs and not (finish_within_budget and remaining <= AWRS_BUDGET_WINDOW):
+            if awrs and not (finish_within_budget and remaining <= matcher.budget_window()):
                 if params.repetition_penalty != 1.0 and out:
                     logits = apply_repetition_penalty(
                         logits, torch.tensor(out, device=logits.device), params.repetition_penalty

@@ -73,6 +73,12 @@ class Matcher(ABC):
         """
         return False
 
+    def budget_window(self) -> int:
+        """Remaining-token counts at or below which ``restrict_to_budget`` may act in the
+        current state (0: never). Samplers that skip the full mask (AWRS, SMC) take the
+        mask path there."""
+        return 0
+
     @property
     @abstractmethod
     def num_advanced(self) -> int:

@@ -12,8 +12,9 @@ The prompt is encoded once; its KV cache is copied to the ``N`` rows of a batch,
 particles run through the model together, one batched forward per step. Resampling
 reorders the cache rows; each particle has its own (forked) matcher. A finished particle
 keeps its row (fed a dummy token, its output ignored) until every particle has finished.
-As in the decode loop, the last ``AWRS_BUDGET_WINDOW`` steps of the token budget use the
-full mask restricted to tokens after which the output can still finish in time.
+As in the decode loop, steps within the matcher's ``budget_window()`` of the end of the
+token budget use the full mask restricted to tokens after which the output can still
+finish in time.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 
 from plugin.awrs import awrs_step, masked_step
-from plugin.decoder import AWRS_BUDGET_WINDOW, FINISH_LENGTH, FINISH_STOP, stop_token_ids
+from plugin.decoder import FINISH_LENGTH, FINISH_STOP, stop_token_ids
 from plugin.matcher import Matcher
 from plugin.sampling import SamplingParams, apply_repetition_penalty, filter_logits
 from plugin.vocabulary import Vocabulary
@@ -95,7 +96,7 @@ def smc_decode(
                 )
             row = row if params.greedy else filter_logits(row, params)
             remaining = max_new_tokens - len(part.token_ids)
-            if remaining <= AWRS_BUDGET_WINDOW:  # as the decode loop: finish within the budget
+            if remaining <= part.matcher.budget_window():  # as the decode loop: finish within the budget
                 mask = torch.zeros(row.numel(), dtype=torch.bool, device=device)
                 part.matcher.fill_mask(mask)
                 part.matcher.restrict_to_budget(mask, remaining)

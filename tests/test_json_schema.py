@@ -191,3 +191,24 @@ def test_enum_values_of_the_wrong_type_are_not_generated(default_tokenizer):
     mixed = compile_json_schema({"enum": ["X", 3], "type": "integer"}, default_tokenizer)
     assert mixed.matcher().accepts(default_tokenizer.encode("3", add_special_tokens=False)[0])
     assert not mixed.matcher().accepts(default_tokenizer.encode('"', add_special_tokens=False)[0])
+
+
+@pytest.mark.parametrize(
+    ("fmt", "good", "bad"),
+    [
+        ("email", '"ann.lee@example.co.uk"', '"",@forward.io"'),
+        ("uri", '"https://example.com/a?b=1"', '"http://a b"'),
+        ("uuid", '"123e4567-e89b-12d3-a456-426614174000"', '"123e4567"'),
+    ],
+)
+def test_formats_stay_inside_the_json_string(default_tokenizer, fmt, good, bad):
+    """Found with AWRS on the default model: the regex builder's email pattern let '"'
+    and ',' into the value, so the output was not JSON."""
+    from grammars.json_schema import compile_json_schema
+
+    c = compile_json_schema({"type": "string", "format": fmt}, default_tokenizer)
+    for text, ok in ((good, True), (bad, False)):
+        m = c.matcher()
+        ids = default_tokenizer.encode(text, add_special_tokens=False)
+        accepted = all(m.accepts(t) and (m.advance(t) or True) for t in ids) and m.is_accepting()
+        assert accepted == ok, text
