@@ -52,7 +52,7 @@ def test_cli_generate_json_schema_prints_a_valid_generation(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     gen = json.loads(proc.stdout)
-    assert set(gen) == {"text", "token_ids", "finish_reason", "valid", "stats"}
+    assert set(gen) == {"text", "token_ids", "finish_reason", "valid", "stats", "particles"}
     assert gen["finish_reason"] == "stop" and gen["valid"]
     jsonschema.validate(json.loads(gen["text"]), schema)
 
