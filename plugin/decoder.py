@@ -81,6 +81,14 @@ class _Model:
         return logits
 
 
+def _penalized(logits: torch.Tensor, out: list[int], params: SamplingParams) -> torch.Tensor:
+    if params.repetition_penalty == 1.0 or not out:
+        return logits
+    return apply_repetition_penalty(
+        logits, torch.tensor(out, device=logits.device), params.repetition_penalty
+    )
+
+
 def decode(
     model: Any,
     vocab: Vocabulary,
@@ -151,14 +159,11 @@ def decode(
                 forced_count += len(forced)
                 logits = runner.feed(forced)
                 continue
-            remaining = max_new_tokens - len(out)
-            if awrs and not (finish_within_budget and remaining <= matcher.budget_window()):
-                if params.repetition_penalty != 1.0 and out:
-                    logits = apply_repetition_penalty(
-                        logits, torch.tensor(out, device=logits.device), params.repetition_penalty
-                    )
+            token = None
+            if awrs and not (finish_within_budget and max_new_tokens - len(out) <= matcher.budget_window()):
+                scores = _penalized(logits, out, params)
                 step = awrs_step(
-                    logits if params.greedy else filter_logits(logits, params),
+                    scores if params.greedy else filter_logits(scores, params),
                     matcher,
                     greedy=params.greedy,
                     generator=generator,
@@ -168,30 +173,23 @@ def decode(
                 awrs_checks.append(step.checks)
                 fallbacks += step.fell_back
                 log_weight += step.log_weight
-                matcher.advance(token)
-                step_us.append((time.perf_counter() - t0) * 1e6)
-                if token in stop_ids:
-                    finish = FINISH_STOP
+            else:
+                mask.zero_()
+                matcher.fill_mask(mask)
+                checks += vocab.size
+                if finish_within_budget and matcher.restrict_to_budget(mask, max_new_tokens - len(out)):
+                    budget_steps += 1
+                if not bool(mask.any()):
+                    step_us.append((time.perf_counter() - t0) * 1e6)
+                    finish = FINISH_DEAD_END
                     break
-                out.append(token)
-                if len(out) < max_new_tokens:
-                    logits = runner.feed([token])
-                continue
-            mask.zero_()
-            matcher.fill_mask(mask)
-            checks += vocab.size
-            if finish_within_budget and matcher.restrict_to_budget(mask, max_new_tokens - len(out)):
-                budget_steps += 1
-            if not bool(mask.any()):
-                step_us.append((time.perf_counter() - t0) * 1e6)
-                finish = FINISH_DEAD_END
-                break
+        else:
+            token = None
         t_constraint = time.perf_counter() - t0
-        if params.repetition_penalty != 1.0 and out:
-            logits = apply_repetition_penalty(
-                logits, torch.tensor(out, device=logits.device), params.repetition_penalty
-            )
-        if asap is not None:
+        logits = _penalized(logits, out, params)
+        if token is not None:  # chosen by AWRS above
+            pass
+        elif asap is not None:
             probs = torch.softmax(logits / (params.temperature or 1.0), dim=-1)
             weights = asap.weights(node, probs, mask)
             if params.greedy:
