@@ -56,7 +56,7 @@ class LexerDFA:
 
     @property
     def rows(self) -> list[list[int]]:
-        """``trans`` as nested lists: indexing them from Python is ~10x faster than numpy."""
+        """``trans`` as nested lists: indexing them from Python is much faster than numpy."""
         rows = self.__dict__.get("_rows")
         if rows is None:
             rows = self.__dict__["_rows"] = self.trans.tolist()

@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from plugin.sampling import SamplingParams
+
 
 @dataclass
 class TrieNode:
@@ -59,6 +61,23 @@ class ASApTrie:
             efg = torch.tensor([kid.efg for _, kid in node.kids.values()], dtype=w.dtype, device=w.device)
             w[ids] = w[ids] * efg
         return w
+
+    def sample(
+        self,
+        node: TrieNode,
+        logits: torch.Tensor,
+        mask: torch.Tensor,
+        params: SamplingParams,
+        generator: torch.Generator | None,
+    ) -> tuple[int, TrieNode]:
+        """Draw the next token at ``node`` (argmax when greedy); return it and its child."""
+        probs = torch.softmax(logits / (params.temperature or 1.0), dim=-1)
+        w = self.weights(node, probs, mask)
+        if params.greedy:
+            token = int(torch.argmax(w))
+        else:
+            token = int(torch.multinomial(w / w.sum(), 1, generator=generator))
+        return token, self.step(node, token, float(probs[token]))
 
     def step(self, node: TrieNode, token: int, p: float) -> TrieNode:
         """The child of ``node`` for ``token`` (created on first use)."""

@@ -81,14 +81,6 @@ class _Model:
         return logits
 
 
-def _penalized(logits: torch.Tensor, out: list[int], params: SamplingParams) -> torch.Tensor:
-    if params.repetition_penalty == 1.0 or not out:
-        return logits
-    return apply_repetition_penalty(
-        logits, torch.tensor(out, device=logits.device), params.repetition_penalty
-    )
-
-
 def decode(
     model: Any,
     vocab: Vocabulary,
@@ -161,7 +153,7 @@ def decode(
                 continue
             token = None
             if awrs and not (finish_within_budget and max_new_tokens - len(out) <= matcher.budget_window()):
-                scores = _penalized(logits, out, params)
+                scores = apply_repetition_penalty(logits, out, params.repetition_penalty)
                 step = awrs_step(
                     scores if params.greedy else filter_logits(scores, params),
                     matcher,
@@ -186,20 +178,13 @@ def decode(
         else:
             token = None
         t_constraint = time.perf_counter() - t0
-        logits = _penalized(logits, out, params)
-        if token is not None:  # chosen by AWRS above
-            pass
-        elif asap is not None:
-            probs = torch.softmax(logits / (params.temperature or 1.0), dim=-1)
-            weights = asap.weights(node, probs, mask)
-            if params.greedy:
-                token = int(torch.argmax(weights))
+        if token is None:  # not already chosen by AWRS
+            logits = apply_repetition_penalty(logits, out, params.repetition_penalty)
+            if asap is not None:
+                token, node = asap.sample(node, logits, mask, params, generator)
+                path.append(node)
             else:
-                token = int(torch.multinomial(weights / weights.sum(), 1, generator=generator))
-            node = asap.step(node, token, float(probs[token]))
-            path.append(node)
-        else:
-            token = choose_token(logits, mask if matcher is not None else None, params, generator)
+                token = choose_token(logits, mask if matcher is not None else None, params, generator)
         t1 = time.perf_counter()
         if matcher is not None:
             matcher.advance(token)

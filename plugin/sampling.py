@@ -37,10 +37,11 @@ class SamplingParams:
         return self.temperature == 0
 
 
-def apply_repetition_penalty(logits: torch.Tensor, previous: torch.Tensor, penalty: float) -> torch.Tensor:
-    """CTRL-style penalty: divide positive, multiply negative logits of seen tokens."""
-    if penalty == 1.0 or previous.numel() == 0:
+def apply_repetition_penalty(logits: torch.Tensor, previous: list[int], penalty: float) -> torch.Tensor:
+    """CTRL-style penalty: divide positive, multiply negative logits of the ``previous`` tokens."""
+    if penalty == 1.0 or not previous:
         return logits
+    previous = torch.tensor(previous, device=logits.device)
     seen = logits[previous]
     logits = logits.clone()
     logits[previous] = torch.where(seen > 0, seen / penalty, seen * penalty)

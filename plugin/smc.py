@@ -89,11 +89,7 @@ def smc_decode(
             if done[i]:
                 feed.append(min(stops))
                 continue
-            row = logits[i]
-            if params.repetition_penalty != 1.0 and part.token_ids:
-                row = apply_repetition_penalty(
-                    row, torch.tensor(part.token_ids, device=device), params.repetition_penalty
-                )
+            row = apply_repetition_penalty(logits[i], part.token_ids, params.repetition_penalty)
             row = row if params.greedy else filter_logits(row, params)
             remaining = max_new_tokens - len(part.token_ids)
             if remaining <= part.matcher.budget_window():  # as the decode loop: finish within the budget

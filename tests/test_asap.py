@@ -32,6 +32,20 @@ def _proposal(trie: ASApTrie, sequences) -> dict:
     return out
 
 
+def _asap_sample(model, tokenizer, prompt, constraint, trie, seed):
+    return constrained_generate(
+        model,
+        tokenizer,
+        prompt,
+        constraint=constraint,
+        sampler="asap",
+        asap_trie=trie,
+        temperature=1.0,
+        seed=seed,
+        max_new_tokens=6,
+    )
+
+
 def test_asap_converges_to_the_grammar_conditional_distribution(sharp_tiny_model, default_tokenizer):
     prompt_ids = default_tokenizer.encode("x", add_special_tokens=False)
     constraint = compile_regex(LANGUAGE, default_tokenizer)
@@ -45,17 +59,7 @@ def test_asap_converges_to_the_grammar_conditional_distribution(sharp_tiny_model
     assert kl(exact, _proposal(trie, sequences)) == pytest.approx(kl_masked, rel=1e-3)
     curve = {}
     for k in range(1, 301):
-        gen = constrained_generate(
-            sharp_tiny_model,
-            default_tokenizer,
-            "x",
-            constraint=constraint,
-            sampler="asap",
-            asap_trie=trie,
-            temperature=1.0,
-            seed=k,
-            max_new_tokens=6,
-        )
+        gen = _asap_sample(sharp_tiny_model, default_tokenizer, "x", constraint, trie, k)
         assert gen.valid and gen.finish_reason == "stop"
         if k in (3, 10, 30, 100, 300):
             curve[k] = kl(exact, _proposal(trie, sequences))
@@ -67,17 +71,7 @@ def test_asap_trie_round_trips_through_a_file(sharp_tiny_model, default_tokenize
     constraint = compile_regex(LANGUAGE, default_tokenizer)
     trie = ASApTrie()
     for k in range(5):
-        constrained_generate(
-            sharp_tiny_model,
-            default_tokenizer,
-            "y",
-            constraint=constraint,
-            sampler="asap",
-            asap_trie=trie,
-            temperature=1.0,
-            seed=k,
-            max_new_tokens=6,
-        )
+        _asap_sample(sharp_tiny_model, default_tokenizer, "y", constraint, trie, k)
     trie.save(tmp_path / "trie.json")
     back = ASApTrie.load(tmp_path / "trie.json")
     assert back.samples == 5 and back.root.efg == pytest.approx(trie.root.efg)
