@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from monitors.matcher import MonitoredConstraint
 from plugin.asap import ASApTrie, trie_for
 from plugin.decoder import FINISH_STOP, decode
 from plugin.errors import OptionError, PromptError
@@ -27,6 +28,11 @@ _OPTIONS = {
     "asap_trie",
     "particles",
     "ess_threshold",
+    "monitors",
+    "project_root",
+    "file_path",
+    "database",
+    "analysis_timeout",
 }
 
 
@@ -237,6 +243,21 @@ def constrained_generate(
     elif any(v is not None for v in (grammar, json_schema, regex)):
         raise OptionError("give either constraint= or grammar/json_schema/regex, not both")
     vocab = constraint.vocab if constraint is not None else Vocabulary.from_tokenizer(tokenizer)
+    prefix = options.get("prefix")
+    if any(options.get(k) is not None for k in ("monitors", "database")):
+        from monitors import build_monitors, with_monitors
+
+        monitors = build_monitors(
+            options.get("monitors"),
+            project_root=options.get("project_root"),
+            file_path=options.get("file_path"),
+            prefix=prefix,
+            database=options.get("database"),
+            timeout=options.get("analysis_timeout", 5.0),
+        )
+        constraint = with_monitors(constraint, monitors, vocab)
+    elif any(options.get(k) is not None for k in ("project_root", "file_path")):
+        raise OptionError("project_root= and file_path= are options of monitors='python'")
 
     prompt_ids = encode_prompt(tokenizer, prompt, chat=chat)
     context = _context_length(model)
@@ -248,7 +269,6 @@ def constrained_generate(
             f"model's context is {context} tokens ({detail})"
         )
 
-    prefix = options.get("prefix")
     if prefix is not None and constraint is None:
         raise OptionError("prefix= needs a constraint (grammar=, json_schema= or regex=)")
     if prefix is not None and not hasattr(constraint, "matcher_after"):
@@ -260,7 +280,10 @@ def constrained_generate(
     else:
         matcher = constraint.matcher()
     if sampler == "smc":
-        return _generate_smc(model, vocab, prompt_ids, matcher, params, max_new_tokens, seed, options)
+        gen = _generate_smc(model, vocab, prompt_ids, matcher, params, max_new_tokens, seed, options)
+        if isinstance(constraint, MonitoredConstraint):
+            gen.stats["monitors"] = constraint.stats()
+        return gen
     result = decode(
         model,
         vocab,
@@ -277,4 +300,7 @@ def constrained_generate(
     )
     text = vocab.decode(result.token_ids).decode("utf-8", errors="replace")
     valid = matcher.is_accepting() if matcher is not None else result.finish_reason == FINISH_STOP
-    return Generation(text, result.token_ids, result.finish_reason, valid, result.stats)
+    stats = result.stats
+    if isinstance(constraint, MonitoredConstraint):
+        stats["monitors"] = constraint.stats()
+    return Generation(text, result.token_ids, result.finish_reason, valid, stats)

@@ -1,0 +1,145 @@
+"""The Monitor API: static analysis asked at trigger points during decoding.
+
+A monitor (monitor-guided decoding, Agrawal et al. 2023) watches the text being
+generated. At every point where an identifier may start it is asked
+:meth:`Monitor.restriction`; most points are not triggers and the answer is ``None``
+after a cheap look at the last bytes. At a trigger (``obj.``, ``import ``, ``FROM``) the
+analyser runs once, its answer is cached by the text, and the identifier that follows
+is restricted to the legal ones (see :mod:`monitors.restriction`).
+
+Analysis must never crash or stall a generation: an analyser that raises or runs past
+``timeout`` seconds leaves that trigger unrestricted, and the failure is counted in
+:attr:`Monitor.stats`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from monitors.restriction import Restriction
+
+T = TypeVar("T")
+_CACHE_ENTRIES = 4096
+
+
+class AnalysisTimeout(Exception):
+    """The analyser did not answer within the monitor's timeout."""
+
+
+@dataclass
+class MonitorStats:
+    """What a monitor did during one generation (``Generation.stats["monitors"]``).
+
+    ``triggers``: trigger points analysed; ``restricted``: of those, how many restricted
+    the next identifier; ``unknown``: the analyser could not tell (no restriction);
+    ``failures``/``timeouts``: the analyser raised or ran out of time (no restriction);
+    ``analysis_ms``: time of each analysis.
+    """
+
+    triggers: int = 0
+    restricted: int = 0
+    unknown: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    errors: list[str] = field(default_factory=list)
+    analysis_ms: list[float] = field(default_factory=list)
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        ms = sorted(self.analysis_ms)
+        return {
+            "triggers": self.triggers,
+            "restricted": self.restricted,
+            "unknown": self.unknown,
+            "failures": self.failures,
+            "timeouts": self.timeouts,
+            "errors": self.errors[:10],
+            "kinds": dict(self.kinds),
+            "analysis_ms_p50": ms[len(ms) // 2] if ms else 0.0,
+            "analysis_ms_max": ms[-1] if ms else 0.0,
+        }
+
+
+class Monitor(ABC):
+    """A static analysis consulted where identifiers start (see module docstring)."""
+
+    name: str = "monitor"
+
+    def __init__(self, *, timeout: float = 5.0) -> None:
+        self.timeout = timeout
+        self.stats = MonitorStats()
+        self._cache: OrderedDict[bytes, Restriction | None] = OrderedDict()
+        self._busy = threading.Lock()
+
+    def restriction(self, text: bytes) -> Restriction | None:
+        """The identifiers allowed to start right after ``text`` (None: no restriction)."""
+        cache = self._cache
+        if text in cache:
+            cache.move_to_end(text)
+            return cache[text]
+        try:
+            found = self.analyse(text)
+        except AnalysisTimeout:
+            self.stats.timeouts += 1
+            found = None
+        except Exception as exc:  # an analyser bug must not end the generation
+            self.stats.failures += 1
+            self.stats.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            found = None
+        cache[text] = found
+        if len(cache) > _CACHE_ENTRIES:
+            cache.popitem(last=False)
+        return found
+
+    @abstractmethod
+    def analyse(self, text: bytes) -> Restriction | None:
+        """Decide whether an identifier starting after ``text`` is restricted, and to what.
+
+        Called once per distinct ``text`` (the answer is cached). Cheap checks first:
+        this runs for every point where an identifier could start.
+        """
+
+    def record(self, kind: str, restriction: Restriction | None, seconds: float) -> Restriction | None:
+        """Count one analysed trigger of ``kind`` and pass ``restriction`` through."""
+        s = self.stats
+        s.triggers += 1
+        s.analysis_ms.append(seconds * 1e3)
+        s.kinds[kind] = s.kinds.get(kind, 0) + 1
+        if restriction is None:
+            s.unknown += 1
+        else:
+            s.restricted += 1
+        return restriction
+
+    def call_with_timeout(self, fn: Callable[[], T]) -> T:
+        """Run the analyser ``fn`` in a worker thread; raise :class:`AnalysisTimeout` after
+        ``timeout`` seconds. While a timed-out call is still running, later calls time
+        out at once instead of queueing behind it (the analyser is not re-entrant)."""
+        if not self._busy.acquire(blocking=False):
+            raise AnalysisTimeout("the previous analysis is still running")
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:
+                box["error"] = exc
+            finally:
+                self._busy.release()
+
+        worker = threading.Thread(target=work, name=f"stencil-{self.name}-analysis", daemon=True)
+        start = time.perf_counter()
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            raise AnalysisTimeout(f"{self.name} analysis ran past {self.timeout:.1f} s")
+        if "error" in box:
+            raise box["error"]
+        box.setdefault("seconds", time.perf_counter() - start)
+        return box["value"]

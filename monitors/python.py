@@ -1,0 +1,324 @@
+"""The Python monitor: jedi over the real project restricts attributes, names and imports.
+
+At a point where an identifier may start, the monitor
+
+1. looks at the last byte (most points are not triggers) and at the lexical state
+   (:mod:`monitors.python_lexer`: never inside strings or comments);
+2. parses the partial code with tree-sitter, with a probe identifier and temporary
+   closing brackets appended, and reads the probe's syntactic role:
+   ``obj.<probe>`` is a *dereference*, ``import <probe>`` / ``from m import <probe>`` an
+   *import*, and a probe in a position that can only be a load (operand, call argument
+   after the first, return value, right side of ``=``…) a *name*;
+3. asks jedi (``jedi.Script`` on the generated text spliced into the real file, with
+   ``jedi.Project`` rooted at the project) for the completions there.
+
+A dereference is restricted to the attributes jedi lists for the inferred type(s),
+including those defined in other files of the project and in installed packages;
+when jedi infers nothing, or the type defines ``__getattr__``, nothing is restricted.
+Names are restricted to what jedi sees in scope plus Python's keywords, and, inside a
+call whose signature jedi knows, its keyword parameters (an unknown callee or one with
+``**kwargs`` leaves the argument unrestricted).
+
+Deliberately unrestricted, because the name there may be a new binding: the start of a
+statement (``x = …``), the first element inside any bracket (a comprehension may bind
+it: ``[x for x in xs]``), the whole condition of ``if``/``while`` (a walrus), and any
+position tree-sitter can only parse as an error. One case is restricted although a new
+binding is legal there: the middle of a chained assignment (``a = b = 0`` with ``b``
+new).
+"""
+
+from __future__ import annotations
+
+import keyword
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from monitors.base import Monitor
+from monitors.python_lexer import LexState, scan
+from monitors.restriction import Restriction
+from plugin.errors import OptionError
+
+PROBE = b"__stencil_probe__"
+# An identifier can only follow these bytes (after an identifier byte it would continue
+# it; after a quote or a closing bracket it would be a syntax error).
+_BEFORE_IDENTIFIER = frozenset(b" \t\n.([{,=:;+-*/%<>&|^~!@")
+_KEYWORDS = frozenset(w.encode() for w in (*keyword.kwlist, *keyword.softkwlist))
+_BRACKETS = frozenset(
+    {
+        "list",
+        "set",
+        "tuple",
+        "dictionary",
+        "parenthesized_expression",
+        "argument_list",
+        "generator_expression",
+        "list_comprehension",
+        "set_comprehension",
+        "dictionary_comprehension",
+        "expression_list",
+    }
+)
+# (parent type, field of the child or None) where an identifier is read, never bound
+_LOAD_ROLES = frozenset(
+    {
+        ("assignment", "right"),
+        ("augmented_assignment", "right"),
+        ("binary_operator", "left"),
+        ("binary_operator", "right"),
+        ("comparison_operator", None),
+        ("boolean_operator", "left"),
+        ("boolean_operator", "right"),
+        ("not_operator", "argument"),
+        ("unary_operator", "argument"),
+        ("return_statement", None),
+        ("delete_statement", None),
+        ("raise_statement", None),
+        ("assert_statement", None),
+        ("keyword_argument", "value"),
+        ("pair", "key"),
+        ("pair", "value"),
+        ("subscript", "value"),
+        ("subscript", "subscript"),
+        ("call", "function"),
+        ("attribute", "object"),
+        ("conditional_expression", None),
+        ("lambda", "body"),
+        ("yield", None),
+        ("await", None),
+        ("list_splat", None),
+        ("dictionary_splat", None),
+        ("for_statement", "right"),
+        ("for_in_clause", "right"),
+        ("if_clause", None),
+        ("except_clause", None),
+        ("type", None),
+        ("decorator", None),
+        ("slice", None),
+        ("argument_list", None),
+        ("list", None),
+        ("set", None),
+        ("tuple", None),
+        ("expression_list", None),
+        ("dictionary", None),
+        ("if_statement", "condition"),
+        ("elif_clause", "condition"),
+        ("while_statement", "condition"),
+    }
+)
+_COMPOUND = (
+    b"if",
+    b"elif",
+    b"while",
+    b"for",
+    b"with",
+    b"def",
+    b"class",
+    b"except",
+    b"async",
+    b"else",
+    b"try",
+)
+
+
+def _case_variants(s: str) -> set[str]:
+    out = {""}
+    for ch in s:
+        out = {o + c for o in out for c in (ch.lower(), ch.upper())}
+    return out
+
+
+_STRING_PREFIXES = frozenset(
+    p.encode() for base in ("r", "u", "f", "b", "br", "rb", "fr", "rf") for p in _case_variants(base)
+)
+
+
+class PythonMonitor(Monitor):
+    """jedi + tree-sitter monitor for Python (see module docstring).
+
+    ``project_root``: the project jedi analyses (its other files and the installed
+    packages are visible). ``file_path``: the file being edited, inside the project
+    (may be absent on disk). ``suffix``: the file's text after the cursor, spliced after
+    the generated text so jedi sees the whole file.
+    """
+
+    name = "python"
+
+    def __init__(
+        self,
+        project_root: str | Path,
+        file_path: str | Path | None = None,
+        *,
+        suffix: str = "",
+        timeout: float = 5.0,
+        names: bool = True,
+    ) -> None:
+        super().__init__(timeout=timeout)
+        import jedi
+        import tree_sitter_python
+        from tree_sitter import Language, Parser
+
+        root = Path(project_root)
+        if not root.is_dir():
+            raise OptionError(f"project root {str(root)!r} is not a readable directory")
+        try:
+            next(root.iterdir(), None)
+        except OSError as exc:
+            raise OptionError(f"project root {str(root)!r} is not readable: {exc.strerror or exc}") from None
+        self.project_root = root.resolve()
+        path = Path(file_path) if file_path is not None else self.project_root / "__stencil_cursor__.py"
+        self.file_path = path if path.is_absolute() else (self.project_root / path)
+        self.suffix = suffix
+        self.restrict_names = names
+        self._project = jedi.Project(str(self.project_root))
+        self._jedi = jedi
+        self._parser = Parser(Language(tree_sitter_python.language()))
+        self._lex_cache: OrderedDict[bytes, LexState] = OrderedDict()
+
+    # -- cheap checks -------------------------------------------------------------
+    def _lex(self, text: bytes) -> LexState:
+        found = self._lex_cache.get(text)
+        if found is not None:
+            return found
+        # Rescan the whole text from a cached state of one of its prefixes: the longest
+        # cached one among the last few texts (generation appends a token at a time).
+        base, state = b"", LexState()
+        for known, st in reversed(self._lex_cache.items()):
+            if len(known) > len(base) and text.startswith(known) and known[-1:] not in (b'"', b"'"):
+                base, state = known, st
+                break
+        state = scan(state, text[len(base) :])
+        self._lex_cache[text] = state
+        if len(self._lex_cache) > 256:
+            self._lex_cache.popitem(last=False)
+        return state
+
+    def analyse(self, text: bytes) -> Restriction | None:
+        if text and text[-1] not in _BEFORE_IDENTIFIER:
+            return None
+        lex = self._lex(text)
+        if not lex.in_code:
+            return None
+        role = self._role(text, lex)
+        if role is None:
+            return None
+        start = time.perf_counter()
+        kind, in_call = role
+        found = self.call_with_timeout(lambda: self._ask_jedi(text, kind, in_call))
+        return self.record(kind, found, time.perf_counter() - start)
+
+    # -- tree-sitter: the probe's syntactic role ----------------------------------
+    def _role(self, text: bytes, lex: LexState) -> tuple[str, bool] | None:
+        """``("attribute"|"import"|"name", inside a call's arguments)`` or None."""
+        chunk_start = _top_level_start(text)
+        code = text[chunk_start:] + PROBE + lex.closers()
+        line_start = text.rfind(b"\n") + 1
+        if text[line_start:].lstrip().startswith(_COMPOUND):
+            code += b": pass"
+        tree = self._parser.parse(code + b"\n")
+        pos = len(text) - chunk_start
+        node = tree.root_node.descendant_for_byte_range(pos, pos + len(PROBE))
+        if node is None or node.type != "identifier" or node.start_byte != pos:
+            return None
+        parent = node.parent
+        if parent is None:
+            return None
+        field = _field_of(node)
+        if parent.type == "attribute" and field == "attribute":
+            return ("attribute", False) if not _has_error(parent) else None
+        statement = _enclosing_statement(node)
+        if statement is not None and statement.type in ("import_statement", "import_from_statement"):
+            if parent.type == "aliased_import" and field == "alias":
+                return None
+            return "import", False
+        if not self.restrict_names or _has_error(node):
+            return None
+        if (parent.type, field) not in _LOAD_ROLES and (parent.type, None) not in _LOAD_ROLES:
+            return None
+        if parent.type in ("if_statement", "elif_clause", "while_statement"):
+            return None  # the whole condition: may be a walrus target
+        in_call = False
+        child = node
+        while child.parent is not None and child.parent.type not in ("block", "module"):
+            up = child.parent
+            if up.type in _BRACKETS:
+                named = [c for c in up.named_children if c.type != "comment"]
+                if named and named[0].id == child.id:
+                    return None  # first element: a comprehension may bind it
+                if up.type == "argument_list" and child.id == node.id:
+                    in_call = True  # a direct argument: may be a keyword (``key=…``)
+            if up.type in ("lambda_parameters", "parameters", "default_parameter", "typed_parameter"):
+                return None
+            child = up
+        return "name", in_call
+
+    # -- jedi ---------------------------------------------------------------------
+    def _ask_jedi(self, text: bytes, kind: str, in_call: bool) -> Restriction | None:
+        before = text.decode("utf-8", errors="replace")
+        code = before + (self.suffix or "\n")
+        line = before.count("\n") + 1
+        column = len(before) - (before.rfind("\n") + 1)
+        script = self._jedi.Script(code, path=str(self.file_path), project=self._project)
+        completions = script.complete(line, column)
+        names = frozenset(c.name.encode() for c in completions)
+        if kind == "attribute":
+            if not names or b"__getattr__" in names:
+                return None  # unknown type, or attributes made at run time
+            return Restriction(names, kind=kind)
+        if kind == "import":
+            return Restriction(names, kind=kind) if names else None
+        extra: frozenset[bytes] = frozenset()
+        if in_call:
+            signatures = script.get_signatures(line, column)
+            if not signatures:
+                return None  # unknown callee: its keyword arguments are unknown
+            params = signatures[0].params
+            if any(str(p.kind).endswith("VAR_KEYWORD") for p in params):
+                return None
+            extra = frozenset(
+                p.name.encode()
+                for p in params
+                if not str(p.kind).endswith(("POSITIONAL_ONLY", "VAR_POSITIONAL"))
+            )
+        return Restriction(
+            names | _KEYWORDS | extra,
+            follow=((ord('"'), _STRING_PREFIXES), (ord("'"), _STRING_PREFIXES)),
+            kind=kind,
+        )
+
+
+def _top_level_start(text: bytes) -> int:
+    """Start of the top-level statement the end of ``text`` is in (a line at column 0)."""
+    i = len(text)
+    while True:
+        i = text.rfind(b"\n", 0, i)
+        if i < 0:
+            return 0
+        nxt = text[i + 1 : i + 2]
+        if nxt and (nxt.isalpha() or nxt in (b"@", b"_")) and i + 1 < len(text) - 1:
+            return i + 1
+
+
+def _field_of(node: Any) -> str | None:
+    parent = node.parent
+    for i, child in enumerate(parent.children):
+        if child.id == node.id:
+            return parent.field_name_for_child(i)
+    return None
+
+
+def _has_error(node: Any) -> bool:
+    while node is not None:
+        if node.type == "ERROR" or node.is_missing:
+            return True
+        if node.type in ("block", "module"):
+            return False
+        node = node.parent
+    return False
+
+
+def _enclosing_statement(node: Any) -> Any:
+    while node is not None and not (node.type.endswith("_statement") or node.type == "module"):
+        node = node.parent
+    return node
