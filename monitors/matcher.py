@@ -141,13 +141,13 @@ class MonitoredMatcher(Matcher):
     def _monitors_accept_end(self) -> bool:
         return all(a is None or a.restriction.complete_ok(a.partial, None) for a in self._node.active)
 
-    def _monitor_mask(self, k: int) -> np.ndarray:
+    def _monitor_mask(self, k: int, candidates: np.ndarray) -> np.ndarray:
         node = self._node
         cached = node.masks.get(k)
         if cached is not None:
             return cached
         monitor = self._owner.monitors[k]
-        ok = monitor_mask(self._owner.index, monitor, node.text, node.active[k])
+        ok = monitor_mask(self._owner.index, monitor, node.text, node.active[k], candidates)
         for tid in self._owner.index.complex_ids:  # two identifier runs: walk them
             ok[tid] = walk(monitor, node.text, node.active[k], self.vocab.token_bytes[tid])[0]
         node.masks[k] = ok
@@ -201,11 +201,11 @@ class MonitoredMatcher(Matcher):
         else:
             mask[:size] = True
             mask[list(self.vocab.special_ids)] = False
-        allowed = np.ones(size, dtype=bool)
+        allowed = mask[:size].cpu().numpy().copy()
         for k in range(len(self._owner.monitors)):
-            allowed &= self._monitor_mask(k)
+            allowed &= self._monitor_mask(k, allowed)
         eos = list(self.vocab.eos_ids)
-        mask[:size] &= torch.from_numpy(allowed).to(mask.device)
+        mask[:size] = torch.from_numpy(allowed).to(mask.device)
         if eos:
             mask[eos] = self.is_accepting()
 
@@ -262,9 +262,12 @@ class MonitoredMatcher(Matcher):
         return self._inner.budget_window() if self._inner is not None else 0
 
 
-def monitor_mask(index: IdentifierIndex, monitor: Monitor, text: bytes, active: Active | None) -> np.ndarray:
+def monitor_mask(
+    index: IdentifierIndex, monitor: Monitor, text: bytes, active: Active | None, candidates: np.ndarray
+) -> np.ndarray:
     """Which tokens ``monitor`` allows after ``text`` (tokens with two identifier runs are
-    left allowed here; the caller walks them)."""
+    left allowed here; the caller walks them). Groups of tokens none of which is in
+    ``candidates`` (what the grammar allows) are not analysed: their answer is unused."""
     ok = np.ones(index.size, dtype=bool)
     keep: list[Any] = []
     if active is not None:
@@ -280,6 +283,8 @@ def monitor_mask(index: IdentifierIndex, monitor: Monitor, text: bytes, active: 
                 continue  # the token continues an identifier (or number) already there
         elif active is not None and not active.restriction.complete_ok(active.partial, pre[0]):
             continue  # refused above: its first byte cannot end the identifier
+        if not candidates[starting].any():
+            continue
         r2 = monitor.restriction(text + pre)
         if r2 is None:
             continue

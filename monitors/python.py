@@ -30,6 +30,7 @@ new).
 from __future__ import annotations
 
 import keyword
+import re
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -107,6 +108,7 @@ _LOAD_ROLES = frozenset(
         ("while_statement", "condition"),
     }
 )
+_WORD = re.compile(rb"[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*")
 _COMPOUND = (
     b"if",
     b"elif",
@@ -139,8 +141,8 @@ class PythonMonitor(Monitor):
 
     ``project_root``: the project jedi analyses (its other files and the installed
     packages are visible). ``file_path``: the file being edited, inside the project
-    (may be absent on disk). ``suffix``: the file's text after the cursor, spliced after
-    the generated text so jedi sees the whole file.
+    (may be absent on disk). ``suffix``: the file's text after the cursor; its lines
+    after the cursor's line are spliced after the generated text so jedi sees the file.
     """
 
     name = "python"
@@ -175,6 +177,7 @@ class PythonMonitor(Monitor):
         self._jedi = jedi
         self._parser = Parser(Language(tree_sitter_python.language()))
         self._lex_cache: OrderedDict[bytes, LexState] = OrderedDict()
+        self._line_names: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
 
     # -- cheap checks -------------------------------------------------------------
     def _lex(self, text: bytes) -> LexState:
@@ -205,7 +208,7 @@ class PythonMonitor(Monitor):
             return None
         start = time.perf_counter()
         kind, in_call = role
-        found = self.call_with_timeout(lambda: self._ask_jedi(text, kind, in_call))
+        found = self.call_with_timeout(lambda: self._ask_jedi(text, lex.closers(), kind, in_call))
         return self.record(kind, found, time.perf_counter() - start)
 
     # -- tree-sitter: the probe's syntactic role ----------------------------------
@@ -254,14 +257,24 @@ class PythonMonitor(Monitor):
         return "name", in_call
 
     # -- jedi ---------------------------------------------------------------------
-    def _ask_jedi(self, text: bytes, kind: str, in_call: bool) -> Restriction | None:
+    def _ask_jedi(self, text: bytes, closers: bytes, kind: str, in_call: bool) -> Restriction | None:
+        line_start = text.rfind(b"\n") + 1
+        # The rest of the cursor's line is left out: jedi would read a name glued to the
+        # cursor (`obj.|area()`) as the one being completed.
+        newline = self.suffix.find("\n")
+        rest = self.suffix[newline:] if newline >= 0 else "\n"
+        if kind == "name" and not in_call and not self._lex(text[:line_start]).brackets:
+            names = self._scope_names(text, line_start, rest)
+            if not names:
+                return None
+            # plus what the line binds itself (lambda parameters, walrus targets, …)
+            return self._names(names | frozenset(_WORD.findall(text[line_start:])))
         before = text.decode("utf-8", errors="replace")
-        code = before + (self.suffix or "\n")
         line = before.count("\n") + 1
         column = len(before) - (before.rfind("\n") + 1)
-        script = self._jedi.Script(code, path=str(self.file_path), project=self._project)
-        completions = script.complete(line, column)
-        names = frozenset(c.name.encode() for c in completions)
+        # Open brackets are closed: jedi loses the local names after an unbalanced line.
+        script = self._script(before + closers.decode() + rest)
+        names = frozenset(c.name.encode() for c in script.complete(line, column))
         if kind == "attribute":
             if not names or b"__getattr__" in names:
                 return None  # unknown type, or attributes made at run time
@@ -281,10 +294,34 @@ class PythonMonitor(Monitor):
                 for p in params
                 if not str(p.kind).endswith(("POSITIONAL_ONLY", "VAR_POSITIONAL"))
             )
+        return self._names(names | extra)
+
+    def _script(self, code: str) -> Any:
+        return self._jedi.Script(code, path=str(self.file_path), project=self._project)
+
+    def _scope_names(self, text: bytes, line_start: int, rest: str) -> frozenset[bytes]:
+        """The names in scope on the line ``text`` ends in, asked once per line: jedi
+        completes an empty statement at the line's indentation (``pass`` keeps it in the
+        enclosing block; at an incomplete line jedi may lose the locals)."""
+        key = text[:line_start]
+        found = self._line_names.get(key)
+        if found is None:
+            line = text[line_start:]
+            indent = line[: len(line) - len(line.lstrip(b" \t"))]
+            head = (key + indent).decode("utf-8", errors="replace")
+            script = self._script(head + "pass" + rest)
+            found = frozenset(c.name.encode() for c in script.complete(head.count("\n") + 1, len(indent)))
+            self._line_names[key] = found
+            if len(self._line_names) > 256:
+                self._line_names.popitem(last=False)
+        return found
+
+    @staticmethod
+    def _names(names: frozenset[bytes]) -> Restriction:
         return Restriction(
-            names | _KEYWORDS | extra,
+            names | _KEYWORDS,
             follow=((ord('"'), _STRING_PREFIXES), (ord("'"), _STRING_PREFIXES)),
-            kind=kind,
+            kind="name",
         )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from monitors.matcher import MonitoredConstraint
 from plugin.asap import ASApTrie, trie_for
 from plugin.decoder import FINISH_STOP, decode
 from plugin.errors import OptionError, PromptError
@@ -244,6 +243,8 @@ def constrained_generate(
         raise OptionError("give either constraint= or grammar/json_schema/regex, not both")
     vocab = constraint.vocab if constraint is not None else Vocabulary.from_tokenizer(tokenizer)
     prefix = options.get("prefix")
+    from monitors.matcher import MonitoredConstraint  # monitors import plugin: not at the top
+
     if any(options.get(k) is not None for k in ("monitors", "database")):
         from monitors import build_monitors, with_monitors
 

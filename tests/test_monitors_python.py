@@ -1,0 +1,227 @@
+"""The Python monitor on a real project on disk: jedi, tree-sitter, the real tokenizer."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from monitors import MonitoredConstraint, PythonMonitor, build_monitors
+from plugin.errors import OptionError
+from tests.conftest import shared_path
+
+SHAPES = '''
+class Rect:
+    """A rectangle."""
+
+    def __init__(self, width, height):
+        self.width = width
+        self.height = height
+
+    def area(self):
+        return self.width * self.height
+
+    def scaled(self, factor):
+        return Rect(self.width * factor, self.height * factor)
+'''
+MAIN = """import os
+from geometry.shapes import Rect
+
+
+def total_area(rects):
+    first = Rect(1, 2)
+    return first."""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    (root / "geometry").mkdir()
+    (root / "geometry" / "__init__.py").write_text("")
+    (root / "geometry" / "shapes.py").write_text(SHAPES)
+    (root / "main.py").write_text(MAIN + "area()\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def monitor(project) -> PythonMonitor:
+    return PythonMonitor(project, project / "main.py", suffix="\n")
+
+
+def names(monitor: PythonMonitor, text: str):
+    r = monitor.restriction(text.encode())
+    return None if r is None else {n.decode() for n in r.names}
+
+
+def test_dereference_lists_attributes_defined_in_another_file(monitor):
+    found = names(monitor, MAIN)
+    assert {"area", "scaled", "width", "height"} <= found
+    assert "append" not in found and "Rect" not in found
+
+
+def test_chained_dereference_and_installed_packages(monitor):
+    assert {"width", "area"} <= names(monitor, MAIN[: -len("first.")] + "first.scaled(2).")
+    assert {"join", "dirname"} <= names(monitor, "import os\nos.path.")
+
+
+def test_unknown_receiver_is_not_restricted(monitor):
+    assert names(monitor, "def f(x):\n    return x.") is None
+    assert names(monitor, "undefined_thing.") is None
+
+
+def test_no_trigger_inside_strings_and_comments(monitor):
+    assert names(monitor, 'import os\ns = "os.') is None
+    assert names(monitor, "import os\n# see os.") is None
+    assert names(monitor, 'import os\ns = """doc\nos.') is None
+    assert names(monitor, "1.") is None
+
+
+def test_imports_name_real_modules_and_members(monitor):
+    modules = names(monitor, "import ")
+    assert {"os", "json", "geometry", "jedi"} <= modules and "no_such_module_xyz" not in modules
+    assert {"path", "getcwd"} <= names(monitor, "from os import ")
+    assert "shapes" in names(monitor, "from geometry import ")
+    assert names(monitor, "import numpy as ") is None  # an alias is a new name
+
+
+def test_names_in_load_positions_are_defined_ones(monitor):
+    code = "import os\n\ndef f(alpha, beta):\n    gamma = alpha\n    return "
+    found = names(monitor, code)
+    assert {"alpha", "beta", "gamma", "os", "len", "lambda", "None"} <= found
+    assert "delta" not in found
+    assert names(monitor, code.replace("return ", "x = [alpha, ")) is not None
+
+
+def test_binding_positions_are_free(monitor):
+    body = "def f(alpha):\n    "
+    assert names(monitor, body) is None  # statement start: may be an assignment
+    assert names(monitor, body + "return [") is None  # first element: a comprehension may bind
+    assert names(monitor, body + "if ") is None  # the whole condition: a walrus may bind
+    assert names(monitor, "def g(a, ") is None  # parameters
+    assert names(monitor, "for ") is None
+
+
+def test_call_arguments_include_keyword_parameters(monitor):
+    code = "def g(a, b=1, *, key=2):\n    pass\n\ng(1, "
+    assert {"key", "b", "g"} <= names(monitor, code)
+    # **kwargs or an unknown callee: any keyword may come
+    assert names(monitor, "def h(**kw):\n    pass\n\nh(1, ") is None
+    assert names(monitor, "unknown(1, ") is None
+
+
+def test_analysis_timeout_leaves_the_trigger_free(project):
+    slow = PythonMonitor(project, project / "main.py", timeout=1e-6)
+    assert slow.restriction(MAIN.encode()) is None
+    assert slow.stats.timeouts == 1
+
+
+def test_bad_project_root_is_a_clear_error(tmp_path):
+    with pytest.raises(OptionError, match="not a readable directory"):
+        PythonMonitor(tmp_path / "missing")
+    with pytest.raises(OptionError, match="project_root"):
+        build_monitors("python")
+    with pytest.raises(OptionError, match="unknown monitor"):
+        build_monitors("java", project_root=tmp_path)
+
+
+def _constraint(project, default_vocab, prefix: str, grammar=None) -> MonitoredConstraint:
+    monitors = build_monitors("python", project_root=project, file_path=project / "main.py", prefix=prefix)
+    return MonitoredConstraint(grammar, monitors, default_vocab)
+
+
+def _token(vocab, text: bytes) -> int:
+    return next(i for i, b in enumerate(vocab.token_bytes) if b == text)
+
+
+def test_matcher_tokens_follow_the_restriction(project, default_vocab):
+    matcher = _constraint(project, default_vocab, MAIN).matcher_after(MAIN)
+    assert matcher.accepts(_token(default_vocab, b"area"))
+    assert matcher.accepts(_token(default_vocab, b"width"))
+    assert not matcher.accepts(_token(default_vocab, b"append"))
+    assert not matcher.accepts(_token(default_vocab, b"x"))
+    matcher.advance(_token(default_vocab, b"sc"))  # a prefix of `scaled`
+    assert not matcher.is_accepting()  # `sc` is not an attribute
+    assert not matcher.accepts(_token(default_vocab, b"("))
+    matcher.advance(_token(default_vocab, b"aled"))
+    assert matcher.is_accepting() and matcher.accepts(_token(default_vocab, b"("))
+
+
+def test_prefix_inside_an_identifier_continues_it(project, default_vocab):
+    prefix = MAIN + "sca"
+    matcher = _constraint(project, default_vocab, prefix).matcher_after(prefix)
+    assert matcher.accepts(_token(default_vocab, b"led"))
+    assert not matcher.accepts(_token(default_vocab, b"ffer"))
+
+
+@pytest.mark.parametrize("cut", ["first.", "first.scaled(2).", "first.area() + first."])
+def test_mask_equals_accepts_for_every_token(project, default_vocab, cut):
+    prefix = MAIN[: -len("first.")] + cut
+    matcher = _constraint(project, default_vocab, prefix).matcher_after(prefix)
+    mask = torch.zeros(default_vocab.size, dtype=torch.bool)
+    matcher.fill_mask(mask)
+    assert 0 < int(mask.sum()) < default_vocab.size
+    wrong = [t for t in range(default_vocab.size) if bool(mask[t]) != matcher.accepts(t)]
+    assert wrong == []
+
+
+def test_with_the_python_grammar(project, default_tokenizer, default_vocab):
+    from grammars import compile as compile_grammar
+
+    grammar = compile_grammar("python", default_tokenizer)
+    matcher = _constraint(project, default_vocab, MAIN, grammar).matcher_after(MAIN)
+    assert matcher.accepts(_token(default_vocab, b"area"))
+    assert not matcher.accepts(_token(default_vocab, b"append"))
+    matcher.advance(_token(default_vocab, b" "))  # `first. area` is Python too
+    assert matcher.accepts(_token(default_vocab, b"area"))
+    assert not matcher.accepts(_token(default_vocab, b"append"))
+    assert not matcher.accepts(_token(default_vocab, b"("))  # grammar: an attribute name must come
+
+
+def _humaneval(n: int) -> list[str]:
+    path = shared_path("python-problems", "HumanEval.jsonl.gz")
+    with gzip.open(path, "rt") as fh:
+        problems = [json.loads(line) for line in fh]
+    return [p["prompt"] + p["canonical_solution"] for p in problems[:n]]
+
+
+@pytest.mark.shared_data
+def test_real_code_is_never_refused(tmp_path, default_tokenizer, default_vocab):
+    """Soundness on code nobody here wrote: HumanEval's canonical solutions, token by
+    token, through the monitor; every token must be accepted."""
+    for k, code in enumerate(_humaneval(12)):
+        file = tmp_path / f"solution_{k}.py"
+        file.write_text(code)
+        monitors = build_monitors("python", project_root=tmp_path, file_path=file)
+        matcher = MonitoredConstraint(None, monitors, default_vocab).matcher()
+        for tok in default_tokenizer(code, add_special_tokens=False).input_ids:
+            assert matcher.accepts(tok), (k, matcher.text()[-80:], default_vocab.token_bytes[tok])
+            matcher.advance(tok)
+        stats = monitors[0].stats
+        assert stats.restricted > 0 and stats.failures == 0, stats.to_dict()
+
+
+@pytest.mark.default_model
+def test_generated_attribute_is_real(project, default_model):
+    model, tokenizer = default_model
+    prefix = textwrap.dedent(MAIN)
+    gen = __import__("plugin").constrained_generate(
+        model,
+        tokenizer,
+        prefix,
+        prefix=prefix,
+        monitors="python",
+        project_root=project,
+        file_path=project / "main.py",
+        max_new_tokens=4,
+    )
+    ident = ""
+    for ch in gen.text:
+        if not (ch.isalnum() or ch == "_"):
+            break
+        ident += ch
+    assert ident in {"area", "scaled", "width", "height"} or ident.startswith("__"), gen.text
+    assert gen.stats["monitors"]["python"]["restricted"] >= 1
