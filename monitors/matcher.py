@@ -270,10 +270,12 @@ def monitor_mask(
     ``candidates`` (what the grammar allows) are not analysed: their answer is unused."""
     ok = np.ones(index.size, dtype=bool)
     keep: list[Any] = []
+    drop: list[Any] = []
     if active is not None:
         r, partial = active.restriction, active.partial
         ok[index.continuing] = False  # tokens starting with identifier bytes extend `partial`
         keep.extend(index.allowed_heads(b"", r, partial))
+        drop.extend(index.excluded_heads(b"", r, partial))
         for first, ids in index.first_byte.items():  # tokens whose first byte ends it
             if not r.complete_ok(partial, first):
                 ok[ids] = False
@@ -290,7 +292,10 @@ def monitor_mask(
             continue
         ok[starting] = False
         keep.extend(index.allowed_heads(pre, r2, b""))
+        drop.extend(index.excluded_heads(pre, r2, b""))
     for ids in keep:
         if len(ids):
             ok[ids] = True
+    for ids in drop:
+        ok[ids] = False
     return ok

@@ -39,7 +39,8 @@ class Restriction:
 
     ``names``: identifiers allowed whatever ends them. ``follow``: ``(end byte, names)``
     pairs, identifiers allowed only when that byte ends them (``None``: any identifier).
-    ``casefold``: compare ASCII case-insensitively (SQL). ``kind`` says what triggered
+    ``excluded``: identifiers refused whatever else says (with ``None`` above: "any
+    identifier but these"). ``casefold``: compare ASCII case-insensitively (SQL). ``kind`` says what triggered
     the restriction, for ``stats``.
     """
 
@@ -47,6 +48,7 @@ class Restriction:
     follow: tuple[tuple[int, frozenset[bytes] | None], ...] = ()
     casefold: bool = False
     kind: str = ""
+    excluded: frozenset[bytes] = frozenset()  # never legal as a whole identifier
     _follow: dict[int, frozenset[bytes] | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -57,6 +59,7 @@ class Restriction:
                 for end, names in self.follow
             )
             object.__setattr__(self, "follow", follow)
+            object.__setattr__(self, "excluded", frozenset(n.lower() for n in self.excluded))
         object.__setattr__(self, "_follow", dict(self.follow))
 
     @cached_property
@@ -92,6 +95,8 @@ class Restriction:
     def complete_ok(self, ident: bytes, end: int | None) -> bool:
         """Whether ``ident`` is legal when the byte ``end`` ends it (None: the text ends)."""
         key = self.norm(ident)
+        if key in self.excluded:
+            return False
         if key in self.names:
             return True
         if end is None or end not in self._follow:

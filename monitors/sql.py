@@ -76,6 +76,14 @@ _EXPRESSION_AFTER = frozenset(
     ]
 ) | frozenset([",", "(", "=", "==", "<", ">", "<=", ">=", "!=", "<>", "+", "-", "*", "/", "%", "||"])
 _BEFORE_IDENTIFIER = frozenset(b" \t\n.(,=<>+-*/%|!")
+# Keywords that end a FROM clause (refused while a qualifier used before FROM is unbound)
+_CLAUSE_ENDS = frozenset(
+    w.encode()
+    for w in ["where", "group", "order", "limit", "having", "union", "intersect", "except", "window"]
+)
+_JOIN_WORDS = frozenset(
+    w.encode() for w in ["join", "inner", "left", "outer", "cross", "natural", "on", "using"]
+)
 _CLAUSES = frozenset(["select", "from", "where", "group", "having", "order", "limit", "on", "using", "set"])
 _TOKEN = re.compile(
     rb"""(?P<space>\s+)|(?P<line>--[^\n]*(\n|$))|(?P<block>/\*(.|\n)*?(\*/|$))
@@ -150,6 +158,13 @@ class _Scope:
     from_seen: bool = False
     clause: str = ""
     aliases: set[str] = field(default_factory=set)
+    # qualifiers used before FROM bound them (``SELECT T1.name FROM singer AS T1``):
+    # qualifier → the columns used with it
+    forward: dict[str, set[str]] = field(default_factory=dict)
+
+    def bind(self, name: str, table: str | None) -> None:
+        self.tables[name] = table
+        self.forward.pop(name, None)
 
     def lookup(self, name: str) -> tuple[bool, str | None]:
         scope: _Scope | None = self
@@ -182,7 +197,7 @@ class _Frame:
 class _Context:
     """Where the end of a statement stands: what may the next identifier be."""
 
-    kind: str  # "table", "column-of", "expression", "free"
+    kind: str  # "table", "column-of", "expression", "from-continues", "join", "free"
     qualifier: str = ""
     scope: _Scope | None = None
 
@@ -254,11 +269,14 @@ def _context(text: bytes) -> _Context | None:
             name = value.strip('"`[]')
             after_dot = i + 1 < len(tokens) and tokens[i + 1][1] == "."
             if expect_table and not after_dot:
-                scope.tables[name] = name
+                scope.bind(name, name)
                 pending, expect_table, expect_alias = name, False, True
             elif expect_alias:
-                scope.tables[name] = pending
+                scope.bind(name, pending)
                 expect_alias = False
+            elif after_dot and not scope.from_seen and not scope.lookup(name)[0]:
+                column = tokens[i + 2][1] if i + 2 < len(tokens) and tokens[i + 2][0] == "word" else ""
+                scope.forward.setdefault(name, set()).update([column] if column else [])
             elif scope.clause == "select" and (prev_value or (i > 0 and tokens[i - 1][1] == "as")):
                 scope.aliases.add(name)  # a result column's alias
         frame.fresh = False
@@ -273,6 +291,11 @@ def _context(text: bytes) -> _Context | None:
         return None
     if expect_table:
         return _Context("table", scope=scope)
+    if scope.forward and scope.clause == "from" and (expect_alias or value == "as"):
+        # qualifiers used before FROM are still unbound: the FROM clause goes on
+        return _Context("from-continues", scope=scope)
+    if scope.forward and scope.clause == "from" and prev_value:
+        return _Context("join", scope=scope)  # after an alias: only a join may follow
     if expect_alias or value == "as":
         return _Context("free")
     if value in _EXPRESSION_AFTER and (kind == "op" or value in SQLITE_KEYWORDS):
@@ -310,6 +333,27 @@ class SQLiteMonitor(Monitor):
 
     def _restriction(self, ctx: _Context) -> Restriction | None:
         schema = self.schema
+        if ctx.kind in ("table", "from-continues") and ctx.scope is not None and ctx.scope.forward:
+            # A qualifier used before FROM is still unbound: the FROM clause may not end
+            # (no `;`, `)` or WHERE…) until a table or alias binds it; the name that binds
+            # the last one may end it.
+            last = (
+                frozenset(q.encode() for q in ctx.scope.forward)
+                if len(ctx.scope.forward) == 1
+                else frozenset()
+            )
+            go_on: frozenset[bytes] | None = None
+            if ctx.kind == "table":
+                last &= self._tables
+                go_on = self._tables
+            follow = [(ord(c), go_on) for c in " \t\n,"]
+            if ctx.kind == "table":
+                follow.append((ord("."), frozenset([b"main", b"temp"])))
+            return Restriction(
+                last, follow=tuple(follow), casefold=True, kind=ctx.kind, excluded=_CLAUSE_ENDS
+            )
+        if ctx.kind == "join":
+            return Restriction(_JOIN_WORDS, casefold=True, kind=ctx.kind)
         if ctx.kind == "table":
             return Restriction(
                 self._tables, follow=((ord("."), frozenset([b"main", b"temp"])),), casefold=True, kind="table"

@@ -89,6 +89,18 @@ class IdentifierIndex:
                     out.append(ids)
         return out
 
+    def excluded_heads(self, pre: bytes, r: Restriction, partial: bytes) -> list[list[int]]:
+        """Tokens of group ``pre`` that, after ``partial``, end one of ``r.excluded`` (to
+        clear after :meth:`allowed_heads`, whose open-prefix answer includes them)."""
+        groups = self.head_groups(pre, r.casefold)
+        p = r.norm(partial)
+        return [
+            ids
+            for word in r.excluded
+            if word.startswith(p) and (g := groups.get(word[len(p) :]))
+            for ids in g.ended.values()
+        ]
+
 
 _INDEXES: weakref.WeakKeyDictionary[Vocabulary, IdentifierIndex] = weakref.WeakKeyDictionary()
 
