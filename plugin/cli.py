@@ -38,10 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument("--json-schema", metavar="FILE", help="JSON Schema file")
     con.add_argument("--regex", help="regular expression the whole output must match")
     con.add_argument("--grammar", metavar="NAME|FILE", help="built-in grammar (json, sql, python) or .lark")
-    con.add_argument(
+    gen.add_argument(
         "--prefix-file",
         metavar="FILE",
         help="completion mode: the constraint first consumes this file's text (code before the cursor)",
+    )
+    gen.add_argument(
+        "--monitor",
+        action="append",
+        choices=["python", "sql"],
+        help="static analysis during decoding (repeatable): python (jedi; with --project-root "
+        "and --file) or sql (with --database)",
+    )
+    gen.add_argument("--project-root", metavar="DIR", help="with --monitor python: the project jedi analyses")
+    gen.add_argument("--file", metavar="FILE", help="with --monitor python: the file being edited")
+    gen.add_argument(
+        "--database", metavar="DB", help="SQLite file whose tables, columns and functions SQL may name"
     )
     gen.add_argument("--max-new-tokens", type=int, default=256)
     gen.add_argument("--temperature", type=float, default=0.0)
@@ -91,6 +103,18 @@ def _generate(args: argparse.Namespace) -> int:
             whitespace=args.whitespace or JSON_GENERATION_WHITESPACE,
             strict=not args.no_strict,
         )
+    prefix = _read(args.prefix_file, "--prefix-file") if args.prefix_file else None
+    monitors = None
+    if args.monitor or args.database:  # like the constraint: fail before loading the model
+        from monitors import build_monitors
+
+        monitors = build_monitors(
+            args.monitor,
+            project_root=args.project_root,
+            file_path=args.file,
+            prefix=prefix,
+            database=args.database,
+        )
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     gen = constrained_generate(
         model,
@@ -105,10 +129,14 @@ def _generate(args: argparse.Namespace) -> int:
         chat=args.chat,
         constraint=constraint,
         repetition_penalty=args.repetition_penalty,
-        prefix=_read(args.prefix_file, "--prefix-file") if args.prefix_file else None,
+        prefix=prefix,
         **{
             k: v
-            for k, v in (("particles", args.particles), ("ess_threshold", args.ess_threshold))
+            for k, v in (
+                ("particles", args.particles),
+                ("ess_threshold", args.ess_threshold),
+                ("monitors", monitors),
+            )
             if v is not None
         },
     )

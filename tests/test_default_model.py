@@ -64,6 +64,8 @@ def test_cli_generate_json_schema_prints_a_valid_generation(tmp_path):
         (["--json-schema", "/nonexistent/schema.json", "--prompt", "x"], "cannot read --json-schema file"),
         (["--model", "./no/such/model", "--prompt", "x"], "does not exist"),
         (["--grammar", "pythn", "--prompt", "x"], "unknown built-in grammar"),
+        (["--grammar", "sql", "--database", "/no/such.sqlite", "--prompt", "x"], "does not exist"),
+        (["--monitor", "python", "--prompt", "x"], "needs project_root"),
     ],
 )
 def test_cli_errors_are_one_line_with_exit_code_2(args, message):
