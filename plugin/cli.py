@@ -105,6 +105,8 @@ def _generate(args: argparse.Namespace) -> int:
         )
     prefix = _read(args.prefix_file, "--prefix-file") if args.prefix_file else None
     monitors = None
+    if (args.project_root or args.file) and "python" not in (args.monitor or []):
+        raise OptionError("--project-root and --file are options of --monitor python")
     if args.monitor or args.database:  # like the constraint: fail before loading the model
         from monitors import build_monitors
 
