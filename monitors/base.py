@@ -15,7 +15,6 @@ Analysis must never crash or stall a generation: an analyser that raises or runs
 from __future__ import annotations
 
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
@@ -134,12 +133,10 @@ class Monitor(ABC):
                 self._busy.release()
 
         worker = threading.Thread(target=work, name=f"stencil-{self.name}-analysis", daemon=True)
-        start = time.perf_counter()
         worker.start()
         worker.join(self.timeout)
         if worker.is_alive():
             raise AnalysisTimeout(f"{self.name} analysis ran past {self.timeout:.1f} s")
         if "error" in box:
             raise box["error"]
-        box.setdefault("seconds", time.perf_counter() - start)
         return box["value"]
