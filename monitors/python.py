@@ -103,9 +103,6 @@ _LOAD_ROLES = frozenset(
         ("tuple", None),
         ("expression_list", None),
         ("dictionary", None),
-        ("if_statement", "condition"),
-        ("elif_clause", "condition"),
-        ("while_statement", "condition"),
     }
 )
 _WORD = re.compile(rb"[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*")
@@ -238,9 +235,7 @@ class PythonMonitor(Monitor):
         if not self.restrict_names or _has_error(node):
             return None
         if (parent.type, field) not in _LOAD_ROLES and (parent.type, None) not in _LOAD_ROLES:
-            return None
-        if parent.type in ("if_statement", "elif_clause", "while_statement"):
-            return None  # the whole condition: may be a walrus target
+            return None  # e.g. a whole `if`/`while` condition: may be a walrus target
         in_call = False
         child = node
         while child.parent is not None and child.parent.type not in ("block", "module"):
