@@ -14,6 +14,11 @@ from monitors import MonitoredConstraint, PythonMonitor, build_monitors
 from plugin.errors import OptionError
 from tests.conftest import shared_path
 
+# jedi's first inference in a fresh environment, on a busy 2-core machine, can take
+# longer than the 5 s default; a timed-out trigger is (correctly) left unrestricted, which
+# is not what these tests look at.
+COLD_JEDI = 120.0
+
 SHAPES = '''
 class Rect:
     """A rectangle."""
@@ -49,7 +54,7 @@ def project(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def monitor(project) -> PythonMonitor:
-    return PythonMonitor(project, project / "main.py", suffix="\n")
+    return PythonMonitor(project, project / "main.py", suffix="\n", timeout=COLD_JEDI)
 
 
 def names(monitor: PythonMonitor, text: str):
@@ -129,7 +134,9 @@ def test_bad_project_root_is_a_clear_error(tmp_path):
 
 
 def _constraint(project, default_vocab, prefix: str, grammar=None) -> MonitoredConstraint:
-    monitors = build_monitors("python", project_root=project, file_path=project / "main.py", prefix=prefix)
+    monitors = build_monitors(
+        "python", project_root=project, file_path=project / "main.py", prefix=prefix, timeout=COLD_JEDI
+    )
     return MonitoredConstraint(grammar, monitors, default_vocab)
 
 
@@ -195,7 +202,7 @@ def test_real_code_is_never_refused(tmp_path, default_tokenizer, default_vocab):
     for k, code in enumerate(_humaneval(12)):
         file = tmp_path / f"solution_{k}.py"
         file.write_text(code)
-        monitors = build_monitors("python", project_root=tmp_path, file_path=file)
+        monitors = build_monitors("python", project_root=tmp_path, file_path=file, timeout=COLD_JEDI)
         matcher = MonitoredConstraint(None, monitors, default_vocab).matcher()
         for tok in default_tokenizer(code, add_special_tokens=False).input_ids:
             assert matcher.accepts(tok), (k, matcher.text()[-80:], default_vocab.token_bytes[tok])
@@ -217,6 +224,7 @@ def test_generated_attribute_is_real(project, default_model):
         project_root=project,
         file_path=project / "main.py",
         max_new_tokens=4,
+        analysis_timeout=COLD_JEDI,
     )
     ident = ""
     for ch in gen.text:
