@@ -15,6 +15,7 @@ Analysis must never crash or stall a generation: an analyser that raises or runs
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
@@ -69,12 +70,18 @@ class Monitor(ABC):
     """A static analysis consulted where identifiers start (see module docstring)."""
 
     name: str = "monitor"
+    # One analysis at a time per analyser kind, across instances: jedi keeps process-wide
+    # state and breaks when two inferences overlap (a timed-out one may still be running).
+    _busy: threading.Lock = threading.Lock()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._busy = threading.Lock()
 
     def __init__(self, *, timeout: float = 5.0) -> None:
         self.timeout = timeout
         self.stats = MonitorStats()
         self._cache: OrderedDict[bytes, Restriction | None] = OrderedDict()
-        self._busy = threading.Lock()
 
     def restriction(self, text: bytes) -> Restriction | None:
         """The identifiers allowed to start right after ``text`` (None: no restriction)."""
@@ -118,10 +125,12 @@ class Monitor(ABC):
 
     def call_with_timeout(self, fn: Callable[[], T]) -> T:
         """Run the analyser ``fn`` in a worker thread; raise :class:`AnalysisTimeout` after
-        ``timeout`` seconds. While a timed-out call is still running, later calls time
-        out at once instead of queueing behind it (the analyser is not re-entrant)."""
-        if not self._busy.acquire(blocking=False):
-            raise AnalysisTimeout("the previous analysis is still running")
+        ``timeout`` seconds in all, waiting included: while an earlier call (of any
+        monitor of this kind, maybe one that timed out) still runs, this one waits for it
+        (the analyser is not re-entrant)."""
+        deadline = time.perf_counter() + self.timeout
+        if not self._busy.acquire(timeout=self.timeout):
+            raise AnalysisTimeout(f"an earlier {self.name} analysis still ran after {self.timeout:.1f} s")
         box: dict[str, Any] = {}
 
         def work() -> None:
@@ -134,7 +143,7 @@ class Monitor(ABC):
 
         worker = threading.Thread(target=work, name=f"stencil-{self.name}-analysis", daemon=True)
         worker.start()
-        worker.join(self.timeout)
+        worker.join(max(0.0, deadline - time.perf_counter()))
         if worker.is_alive():
             raise AnalysisTimeout(f"{self.name} analysis ran past {self.timeout:.1f} s")
         if "error" in box:
