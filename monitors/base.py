@@ -5,7 +5,9 @@ generated. At every point where an identifier may start it is asked
 :meth:`Monitor.restriction`; most points are not triggers and the answer is ``None``
 after a cheap look at the last bytes. At a trigger (``obj.``, ``import ``, ``FROM``) the
 analyser runs once, its answer is cached by the text, and the identifier that follows
-is restricted to the legal ones (see :mod:`monitors.restriction`).
+is restricted to the legal ones (see :mod:`monitors.restriction`). A monitor may also
+refuse some other bytes (its :attr:`Monitor.gated` ones, asked with
+:meth:`Monitor.refused`): the Python monitor refuses ``)`` while a call lacks arguments.
 
 Analysis must never crash or stall a generation: an analyser that raises or runs past
 ``timeout`` seconds leaves that trigger unrestricted, and the failure is counted in
@@ -70,6 +72,9 @@ class Monitor(ABC):
     """A static analysis consulted where identifiers start (see module docstring)."""
 
     name: str = "monitor"
+    # Bytes other than identifier starts that this monitor may refuse (``)`` for call
+    # arity); :meth:`refused` is asked only before one of them.
+    gated: frozenset[int] = frozenset()
     # One analysis at a time per analyser kind, across instances: jedi keeps process-wide
     # state and breaks when two inferences overlap (a timed-out one may still be running).
     _busy: threading.Lock = threading.Lock()
@@ -82,22 +87,32 @@ class Monitor(ABC):
         self.timeout = timeout
         self.stats = MonitorStats()
         self._cache: OrderedDict[bytes, Restriction | None] = OrderedDict()
+        self._gates: OrderedDict[bytes, frozenset[int]] = OrderedDict()
 
     def restriction(self, text: bytes) -> Restriction | None:
         """The identifiers allowed to start right after ``text`` (None: no restriction)."""
-        cache = self._cache
+        return self._cached(self._cache, text, self.analyse, None)
+
+    def refused(self, text: bytes) -> frozenset[int]:
+        """The bytes of :attr:`gated` that may not come right after ``text``."""
+        if not self.gated:
+            return frozenset()
+        return self._cached(self._gates, text, self.analyse_gate, frozenset())
+
+    def _cached(self, cache: OrderedDict[bytes, Any], text: bytes, fn: Callable[[bytes], T], free: T) -> T:
+        """``fn(text)`` once per text; an analyser that fails or times out answers ``free``."""
         if text in cache:
             cache.move_to_end(text)
             return cache[text]
         try:
-            found = self.analyse(text)
+            found = fn(text)
         except AnalysisTimeout:
             self.stats.timeouts += 1
-            found = None
+            found = free
         except Exception as exc:  # an analyser bug must not end the generation
             self.stats.failures += 1
             self.stats.errors.append(f"{type(exc).__name__}: {exc}"[:200])
-            found = None
+            found = free
         cache[text] = found
         if len(cache) > _CACHE_ENTRIES:
             cache.popitem(last=False)
@@ -111,17 +126,26 @@ class Monitor(ABC):
         this runs for every point where an identifier could start.
         """
 
+    def analyse_gate(self, text: bytes) -> frozenset[int]:
+        """Which bytes of :attr:`gated` may not come right after ``text``; called once per
+        distinct ``text`` (cached), only by monitors with a non-empty :attr:`gated`."""
+        return frozenset()
+
     def record(self, kind: str, restriction: Restriction | None, seconds: float) -> Restriction | None:
         """Count one analysed trigger of ``kind`` and pass ``restriction`` through."""
+        self.count(kind, restriction is not None, seconds)
+        return restriction
+
+    def count(self, kind: str, restricted: bool, seconds: float) -> None:
+        """Count one analysis of ``kind`` that took ``seconds``: it restricts or not."""
         s = self.stats
         s.triggers += 1
         s.analysis_ms.append(seconds * 1e3)
         s.kinds[kind] = s.kinds.get(kind, 0) + 1
-        if restriction is None:
-            s.unknown += 1
-        else:
+        if restricted:
             s.restricted += 1
-        return restriction
+        else:
+            s.unknown += 1
 
     def call_with_timeout(self, fn: Callable[[], T]) -> T:
         """Run the analyser ``fn`` in a worker thread; raise :class:`AnalysisTimeout` after

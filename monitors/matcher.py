@@ -58,7 +58,12 @@ def walk(monitor: Monitor, text: bytes, active: Active | None, data: bytes) -> t
             if not active.restriction.complete_ok(active.partial, b):
                 return False, None
             active = None
-        elif starts_identifier(b):
+        if b in monitor.gated:
+            before = text + data[:i]
+            inside_word = is_ident_byte(b) and before and is_ident_byte(before[-1])  # a digit in `x1`
+            if not inside_word and b in monitor.refused(before):
+                return False, None
+        if starts_identifier(b):
             before = text + data[:i]
             if before and is_ident_byte(before[-1]):
                 continue  # inside an identifier or number that started unrestricted
@@ -147,8 +152,12 @@ class MonitoredMatcher(Matcher):
         if cached is not None:
             return cached
         monitor = self._owner.monitors[k]
-        ok = monitor_mask(self._owner.index, monitor, node.text, node.active[k], candidates)
-        for tid in self._owner.index.complex_ids:  # two identifier runs: walk them
+        index = self._owner.index
+        ok = monitor_mask(index, monitor, node.text, node.active[k], candidates)
+        walked = index.complex_ids  # two identifier runs
+        if monitor.gated:  # a refused byte after the token's first one
+            walked = [*walked, *(t for t in index.gated_inside(monitor.gated) if candidates[t] and ok[t])]
+        for tid in walked:
             ok[tid] = walk(monitor, node.text, node.active[k], self.vocab.token_bytes[tid])[0]
         node.masks[k] = ok
         return ok
@@ -265,12 +274,17 @@ class MonitoredMatcher(Matcher):
 def monitor_mask(
     index: IdentifierIndex, monitor: Monitor, text: bytes, active: Active | None, candidates: np.ndarray
 ) -> np.ndarray:
-    """Which tokens ``monitor`` allows after ``text`` (tokens with two identifier runs are
-    left allowed here; the caller walks them). Groups of tokens none of which is in
+    """Which tokens ``monitor`` allows after ``text``.
+
+    Tokens with two identifier runs, or with a gated byte after their first, are left
+    allowed here; the caller walks them. Groups of tokens none of which is in
     ``candidates`` (what the grammar allows) are not analysed: their answer is unused."""
     ok = np.ones(index.size, dtype=bool)
     keep: list[Any] = []
     drop: list[Any] = []
+    for first in monitor.refused(text):
+        if first in index.first_byte:
+            drop.append(index.first_byte[first])
     if active is not None:
         r, partial = active.restriction, active.partial
         ok[index.continuing] = False  # tokens starting with identifier bytes extend `partial`

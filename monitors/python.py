@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from monitors.base import Monitor
-from monitors.python_lexer import LexState, scan
+from monitors.python_calls import Arguments, Signature
+from monitors.python_lexer import LexState, scan, split_arguments
 from monitors.restriction import Restriction
 from plugin.errors import OptionError
 
@@ -105,6 +106,12 @@ _LOAD_ROLES = frozenset(
         ("dictionary", None),
     }
 )
+# Bytes that may follow a new attribute in an assignment target (`self.x = 1`, `self.x: int`).
+_TARGET_ENDS = b" \t=:,"
+# Non-identifier bytes that start a positional argument (refused when none fits).
+_ARGUMENT_STARTS = frozenset(b"0123456789\"'([{-")
+# A `(` after one of these words opens a parenthesised expression, not a call.
+_NOT_CALLEE = frozenset(w.encode() for w in keyword.kwlist) - {b"None", b"True", b"False"}
 _WORD = re.compile(rb"[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*")
 _COMPOUND = (
     b"if",
@@ -143,6 +150,7 @@ class PythonMonitor(Monitor):
     """
 
     name = "python"
+    gated = frozenset(b")") | _ARGUMENT_STARTS
 
     def __init__(
         self,
@@ -152,6 +160,7 @@ class PythonMonitor(Monitor):
         suffix: str = "",
         timeout: float = 5.0,
         names: bool = True,
+        arity: bool = True,
     ) -> None:
         super().__init__(timeout=timeout)
         import jedi
@@ -170,11 +179,17 @@ class PythonMonitor(Monitor):
         self.file_path = path if path.is_absolute() else (self.project_root / path)
         self.suffix = suffix
         self.restrict_names = names
+        self.check_arity = arity
         self._project = jedi.Project(str(self.project_root))
+        # Types come from declarations only: jedi's guesses from call sites elsewhere
+        # ("dynamic params") name attributes the real argument may lack.
+        jedi.settings.dynamic_params = False
+        jedi.settings.dynamic_params_for_other_modules = False
         self._jedi = jedi
         self._parser = Parser(Language(tree_sitter_python.language()))
         self._lex_cache: OrderedDict[bytes, LexState] = OrderedDict()
         self._line_names: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
+        self._signatures: OrderedDict[bytes, tuple[Signature, ...] | None] = OrderedDict()
 
     # -- cheap checks -------------------------------------------------------------
     def _lex(self, text: bytes) -> LexState:
@@ -188,7 +203,7 @@ class PythonMonitor(Monitor):
             if len(known) > len(base) and text.startswith(known) and known[-1:] not in (b'"', b"'"):
                 base, state = known, st
                 break
-        state = scan(state, text[len(base) :])
+        state = scan(state, text[len(base) :], len(base))
         self._lex_cache[text] = state
         if len(self._lex_cache) > 256:
             self._lex_cache.popitem(last=False)
@@ -200,18 +215,79 @@ class PythonMonitor(Monitor):
         lex = self._lex(text)
         if not lex.in_code:
             return None
+        call = self._call(text, lex)
+        if call is not None and call[1].overflows(call[0]):
+            # too many positional arguments: only a keyword argument's name may start here
+            names = call[1].keyword_names(call[0])
+            follow = ((ord("="), names), (ord(" "), names))
+            return Restriction(frozenset(), follow=follow, kind="call")
         role = self._role(text, lex)
         if role is None:
             return None
         start = time.perf_counter()
-        kind, in_call = role
-        found = self.call_with_timeout(lambda: self._ask_jedi(text, lex.closers(), kind, in_call))
+        kind, new_names = role
+        found = self.call_with_timeout(lambda: self._ask_jedi(text, lex.closers(), kind, new_names))
         return self.record(kind, found, time.perf_counter() - start)
+
+    def analyse_gate(self, text: bytes) -> frozenset[int]:
+        """``)`` while a required parameter is unfilled; the starts of a positional
+        argument when none fits (see :mod:`monitors.python_calls`)."""
+        lex = self._lex(text)
+        if not lex.in_code:
+            return frozenset()
+        call = self._call(text, lex)
+        if call is None:
+            return frozenset()
+        signatures, args = call
+        refused = _ARGUMENT_STARTS if args.overflows(signatures) else frozenset()
+        if args.refuses_close(signatures):
+            refused |= {ord(")")}
+        return frozenset(refused)
+
+    # -- call arity ---------------------------------------------------------------
+    def _call(self, text: bytes, lex: LexState) -> tuple[tuple[Signature, ...], Arguments] | None:
+        """The signatures of the call whose arguments ``text`` ends in, and its arguments
+        so far; None outside a call or when jedi does not know the callee."""
+        if not self.check_arity or not lex.brackets or lex.brackets[-1] != ord("("):
+            return None
+        paren = lex.opened[-1]
+        signatures = self._signatures_of(text, paren, lex)
+        if not signatures:
+            return None
+        args = Arguments.parse(split_arguments(text[paren + 1 :]))
+        return None if args is None else (signatures, args)
+
+    def _signatures_of(self, text: bytes, paren: int, lex: LexState) -> tuple[Signature, ...] | None:
+        """jedi's signatures for the call opened at ``paren``, asked once per call (an
+        ask that failed or timed out is not repeated)."""
+        key = text[: paren + 1]
+        if key not in self._signatures:
+            self._signatures[key] = None
+            if len(self._signatures) > 256:
+                self._signatures.popitem(last=False)
+            if _is_call(text[:paren]):
+                start = time.perf_counter()
+                found = self.call_with_timeout(lambda: self._ask_signatures(key, lex.closers()))
+                self._signatures[key] = found
+                self.count("call", found is not None, time.perf_counter() - start)
+        return self._signatures[key]
+
+    def _ask_signatures(self, key: bytes, closers: bytes) -> tuple[Signature, ...] | None:
+        newline = self.suffix.find("\n")
+        rest = self.suffix[newline:] if newline >= 0 else "\n"
+        before = key.decode("utf-8", errors="replace")
+        line = before.count("\n") + 1
+        column = len(before) - (before.rfind("\n") + 1)
+        signatures = self._script(before + closers.decode() + rest).get_signatures(line, column)
+        if not signatures or any(s.type != "function" for s in signatures):
+            return None  # unknown callee, or a class (see monitors.python_calls)
+        return tuple(Signature.from_jedi(s) for s in signatures)
 
     # -- tree-sitter: the probe's syntactic role ----------------------------------
     def _role(self, text: bytes, lex: LexState) -> tuple[str, bool] | None:
-        """``("attribute"|"import"|"name", inside a call's arguments)`` or None."""
-        chunk_start = _top_level_start(text)
+        """``(kind, flag)`` or None: ``("attribute", may be an assignment target)``,
+        ``("import", False)``, ``("name", inside a call's arguments)``."""
+        chunk_start = self._top_level_start(text)
         code = text[chunk_start:] + PROBE + lex.closers()
         line_start = text.rfind(b"\n") + 1
         if text[line_start:].lstrip().startswith(_COMPOUND):
@@ -225,9 +301,13 @@ class PythonMonitor(Monitor):
         if parent is None:
             return None
         field = _field_of(node)
-        if parent.type == "attribute" and field == "attribute":
-            return ("attribute", False) if not _has_error(parent) else None
         statement = _enclosing_statement(node)
+        if parent.type == "attribute" and field == "attribute":
+            if _has_error(parent):
+                return None
+            # `self.x = …` at a statement's start may create the attribute
+            target = statement is not None and statement.start_byte == parent.start_byte
+            return "attribute", target
         if statement is not None and statement.type in ("import_statement", "import_from_statement"):
             if parent.type == "aliased_import" and field == "alias":
                 return None
@@ -251,14 +331,31 @@ class PythonMonitor(Monitor):
             child = up
         return "name", in_call
 
+    def _top_level_start(self, text: bytes) -> int:
+        """Start of the top-level statement the end of ``text`` is in: a line at column 0
+        that starts in code (not inside a docstring) outside any bracket."""
+        i = len(text)
+        while True:
+            i = text.rfind(b"\n", 0, i)
+            if i < 0:
+                return 0
+            nxt = text[i + 1 : i + 2]
+            if nxt and (nxt.isalpha() or nxt in (b"@", b"_")) and i + 1 < len(text) - 1:
+                state = self._lex(text[: i + 1])
+                if state.in_code and not state.brackets:
+                    return i + 1
+
     # -- jedi ---------------------------------------------------------------------
-    def _ask_jedi(self, text: bytes, closers: bytes, kind: str, in_call: bool) -> Restriction | None:
+    def _ask_jedi(self, text: bytes, closers: bytes, kind: str, new_names: bool) -> Restriction | None:
+        """jedi's completions at the end of ``text`` as a restriction. ``new_names``: names
+        jedi does not list may come (a new attribute in an assignment target, a keyword
+        argument in a call)."""
         line_start = text.rfind(b"\n") + 1
         # The rest of the cursor's line is left out: jedi would read a name glued to the
         # cursor (`obj.|area()`) as the one being completed.
         newline = self.suffix.find("\n")
         rest = self.suffix[newline:] if newline >= 0 else "\n"
-        if kind == "name" and not in_call and not self._lex(text[:line_start]).brackets:
+        if kind == "name" and not new_names and not self._lex(text[:line_start]).brackets:
             names = self._scope_names(text, line_start, rest)
             if not names:
                 return None
@@ -271,17 +368,19 @@ class PythonMonitor(Monitor):
         script = self._script(before + closers.decode() + rest)
         names = frozenset(c.name.encode() for c in script.complete(line, column))
         if kind == "attribute":
-            if not names or b"__getattr__" in names:
+            if not names or b"__getattr__" in names or not self._receiver_is_known(script, before):
                 return None  # unknown type, or attributes made at run time
-            return Restriction(names, kind=kind)
+            # an assignment target may be a new attribute: any name before `=`, `:`, …
+            follow = tuple((end, None) for end in _TARGET_ENDS) if new_names else ()
+            return Restriction(names, follow=follow, kind=kind)
         if kind == "import":
             return Restriction(names, kind=kind) if names else None
         extra: frozenset[bytes] = frozenset()
-        if in_call:
+        if new_names:
             signatures = script.get_signatures(line, column)
             if not signatures:
                 return None  # unknown callee: its keyword arguments are unknown
-            params = signatures[0].params
+            params = [p for signature in signatures for p in signature.params]  # every overload
             if any(str(p.kind).endswith("VAR_KEYWORD") for p in params):
                 return None
             extra = frozenset(
@@ -290,6 +389,18 @@ class PythonMonitor(Monitor):
                 if not str(p.kind).endswith(("POSITIONAL_ONLY", "VAR_POSITIONAL"))
             )
         return self._names(names | extra)
+
+    @staticmethod
+    def _receiver_is_known(script: Any, before: str) -> bool:
+        """Whether the object before the final ``.`` has attributes jedi can list: not
+        ``None`` (a placeholder assigned before the real object), not a class (its
+        metaclass's attributes, ``ABCMeta.register`` say, are not listed), not unknown."""
+        dot = before.rstrip().rfind(".")
+        head = before[:dot]
+        line = head.count("\n") + 1
+        column = len(head) - (head.rfind("\n") + 1)
+        found = script.infer(line, column) if column > 0 else []
+        return bool(found) and not any(d.name == "NoneType" or d.type == "class" for d in found)
 
     def _script(self, code: str) -> Any:
         return self._jedi.Script(code, path=str(self.file_path), project=self._project)
@@ -320,16 +431,17 @@ class PythonMonitor(Monitor):
         )
 
 
-def _top_level_start(text: bytes) -> int:
-    """Start of the top-level statement the end of ``text`` is in (a line at column 0)."""
-    i = len(text)
-    while True:
-        i = text.rfind(b"\n", 0, i)
-        if i < 0:
-            return 0
-        nxt = text[i + 1 : i + 2]
-        if nxt and (nxt.isalpha() or nxt in (b"@", b"_")) and i + 1 < len(text) - 1:
-            return i + 1
+def _is_call(before: bytes) -> bool:
+    """Whether a ``(`` right after ``before`` opens a call's arguments (not a
+    parenthesised expression, nor a ``def``'s parameters or a ``class``'s bases)."""
+    before = before.rstrip()
+    if before[-1:] in (b")", b"]"):
+        return True
+    last = re.search(rb"[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*$", before)
+    if last is None or last.group() in _NOT_CALLEE:
+        return False
+    line = before[before.rfind(b"\n") + 1 :].lstrip()
+    return not line.startswith((b"def ", b"class ", b"async def "))
 
 
 def _field_of(node: Any) -> str | None:

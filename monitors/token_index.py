@@ -41,7 +41,27 @@ class IdentifierIndex:
     ended_by: dict[bytes, dict[int, np.ndarray]]  # pre → post's first byte → tokens
     first_byte: dict[int, np.ndarray]  # tokens whose first byte is not an identifier byte
     complex_ids: list[int]  # two or more identifier runs: checked one by one
+    token_bytes: list[bytes] = field(repr=False, default_factory=list)
     _lower: dict[bytes, dict[bytes, HeadGroup]] = field(default_factory=dict)
+    _gated: dict[frozenset[int], list[int]] = field(default_factory=dict)
+
+    def gated_inside(self, gated: frozenset[int]) -> list[int]:
+        """Tokens where a byte of ``gated`` comes after the first byte (or is a digit that
+        starts the token): their mask entry needs a walk (see :meth:`Monitor.refused`)."""
+        found = self._gated.get(gated)
+        if found is None:
+            found = []
+            for tid, data in enumerate(self.token_bytes):
+                for i, b in enumerate(data):
+                    if (
+                        b in gated
+                        and (i > 0 or is_ident_byte(b))
+                        and not (i and is_ident_byte(data[i - 1]) and is_ident_byte(b))
+                    ):
+                        found.append(tid)
+                        break
+            self._gated[gated] = found
+        return found
 
     def head_groups(self, pre: bytes, casefold: bool) -> dict[bytes, HeadGroup]:
         """``pre``'s head → tokens; keyed by lower-cased head when ``casefold``."""
@@ -170,4 +190,5 @@ def _build(vocab: Vocabulary) -> IdentifierIndex:
         ended_by={k: {e: arr(v) for e, v in d.items()} for k, d in ended_by.items()},
         first_byte={k: arr(v) for k, v in first_byte.items()},
         complex_ids=complex_ids,
+        token_bytes=[b"" if tid in vocab.special_ids else data for tid, data in enumerate(vocab.token_bytes)],
     )

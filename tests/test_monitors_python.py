@@ -48,6 +48,7 @@ def project(tmp_path_factory) -> Path:
     (root / "geometry").mkdir()
     (root / "geometry" / "__init__.py").write_text("")
     (root / "geometry" / "shapes.py").write_text(SHAPES)
+    (root / "geometry" / "ops.py").write_text("def grow(rect, by, *, times=1):\n    return rect\n")
     (root / "main.py").write_text(MAIN + "area()\n")
     return root
 
@@ -114,8 +115,61 @@ def test_call_arguments_include_keyword_parameters(monitor):
     code = "def g(a, b=1, *, key=2):\n    pass\n\ng(1, "
     assert {"key", "b", "g"} <= names(monitor, code)
     # **kwargs or an unknown callee: any keyword may come
-    assert names(monitor, "def h(**kw):\n    pass\n\nh(1, ") is None
+    assert names(monitor, "def h(a, *args, **kw):\n    pass\n\nh(1, ") is None
+    any_keyword = monitor.restriction(b"def h(a, **kw):\n    pass\n\nh(1, ")  # and no positional
+    assert any_keyword.complete_ok(b"whatever", ord("=")) and not any_keyword.complete_ok(b"a", ord(")"))
     assert names(monitor, "unknown(1, ") is None
+
+
+OPS = "from geometry.ops import grow\n\nr = None\n"
+
+
+def refused(monitor: PythonMonitor, text: str) -> str:
+    return "".join(sorted(chr(b) for b in monitor.refused((OPS + text).encode())))
+
+
+def test_call_arity_refuses_too_few_arguments(monitor):
+    assert refused(monitor, "grow(") == ")"  # grow(rect, by, *, times=1), in another file
+    assert refused(monitor, "grow(r") == ")"
+    assert refused(monitor, "grow(r, 2") == ""
+    assert refused(monitor, "grow(r, by=2") == ""
+    assert refused(monitor, "grow(by=2, rect=r") == ""
+    assert refused(monitor, "grow(*args") == ""  # an unpacking: the count is unknown
+    assert refused(monitor, "len(") == ")"  # builtins, from typeshed
+    assert refused(monitor, "print(") == ""
+
+
+def test_call_arity_refuses_too_many_positional_arguments(monitor):
+    after = OPS + "grow(r, 2, "
+    assert {"0", "[", '"', "-"} <= set(refused(monitor, "grow(r, 2, "))
+    only = monitor.restriction(after.encode())
+    assert only is not None and only.complete_ok(b"times", ord("=")) and not only.complete_ok(b"r", ord(")"))
+    assert not only.complete_ok(b"by", ord("="))  # given already
+    assert refused(monitor, "grow(r, 2, times=3, ") == "\"'(-0123456789[{"
+    # overloads: legal under one signature is legal
+    assert refused(monitor, "range(1, ") == ""
+    # commas that do not separate arguments, and calls jedi cannot see
+    assert refused(monitor, "grow(lambda a, b: a, 2, ") == ""
+    assert refused(monitor, "sorted(x for x, y in z") == ""
+    assert refused(monitor, "unknown(1, 2, 3, ") == ""
+    assert refused(monitor, "(1, 2, ") == ""
+    assert refused(monitor, "def grow2(a, ") == ""
+
+
+def test_call_arity_in_the_matcher(project, default_vocab):
+    prefix = OPS + "x = grow"
+    matcher = _constraint(project, default_vocab, prefix).matcher_after(prefix)
+    assert not matcher.accepts(_token(default_vocab, b"()"))
+    matcher.advance(_token(default_vocab, b"("))
+    assert not matcher.accepts(_token(default_vocab, b")"))
+    for piece in (b"r", b",", b" ", b"2"):
+        matcher.advance(_token(default_vocab, piece))
+    assert matcher.accepts(_token(default_vocab, b")")) and matcher.accepts(_token(default_vocab, b"),"))
+    matcher.advance(_token(default_vocab, b","))
+    for third in (b" [", b' "', b" -"):  # a third positional argument
+        assert not matcher.accepts(_token(default_vocab, third))
+    assert matcher.accepts(_token(default_vocab, b" times"))
+    assert not matcher.accepts(_token(default_vocab, b" r"))
 
 
 def test_analysis_timeout_leaves_the_trigger_free(project):
@@ -164,7 +218,9 @@ def test_prefix_inside_an_identifier_continues_it(project, default_vocab):
     assert not matcher.accepts(_token(default_vocab, b"ffer"))
 
 
-@pytest.mark.parametrize("cut", ["first.", "first.scaled(2).", "first.area() + first."])
+@pytest.mark.parametrize(
+    "cut", ["first.", "first.scaled(2).", "first.area() + first.", "first.scaled(", "first.scaled(2, "]
+)
 def test_mask_equals_accepts_for_every_token(project, default_vocab, cut):
     prefix = MAIN[: -len("first.")] + cut
     matcher = _constraint(project, default_vocab, prefix).matcher_after(prefix)
