@@ -106,6 +106,8 @@ _LOAD_ROLES = frozenset(
         ("dictionary", None),
     }
 )
+# A dotted name ending a text (the receiver of an attribute access).
+_RECEIVER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 # Bytes that may follow a new attribute in an assignment target (`self.x = 1`, `self.x: int`).
 _TARGET_ENDS = b" \t=:,"
 # Non-identifier bytes that start a positional argument (refused when none fits).
@@ -378,8 +380,8 @@ class PythonMonitor(Monitor):
         extra: frozenset[bytes] = frozenset()
         if new_names:
             signatures = script.get_signatures(line, column)
-            if not signatures:
-                return None  # unknown callee: its keyword arguments are unknown
+            if not signatures or any(s.type == "class" for s in signatures):
+                return None  # unknown callee, or a class (see monitors.python_calls)
             params = [p for signature in signatures for p in signature.params]  # every overload
             if any(str(p.kind).endswith("VAR_KEYWORD") for p in params):
                 return None
@@ -394,9 +396,13 @@ class PythonMonitor(Monitor):
     def _receiver_is_known(script: Any, before: str) -> bool:
         """Whether the object before the final ``.`` has attributes jedi can list: not
         ``None`` (a placeholder assigned before the real object), not a class (its
-        metaclass's attributes, ``ABCMeta.register`` say, are not listed), not unknown."""
+        metaclass's attributes, ``ABCMeta.register`` say, are not listed), not unknown,
+        and not narrowed by an ``isinstance`` check jedi does not follow."""
         dot = before.rstrip().rfind(".")
         head = before[:dot]
+        receiver = _RECEIVER.search(head)
+        if receiver and re.search(r"isinstance\(\s*" + re.escape(receiver.group()) + r"\s*,", head):
+            return False
         line = head.count("\n") + 1
         column = len(head) - (head.rfind("\n") + 1)
         found = script.infer(line, column) if column > 0 else []

@@ -79,10 +79,27 @@ def test_unknown_receiver_is_not_restricted(monitor):
     assert names(monitor, "undefined_thing.") is None
 
 
+def test_receivers_jedi_cannot_describe_are_free(monitor):
+    assert names(monitor, "x = None\nx.") is None  # a placeholder: the real object comes later
+    assert names(monitor, "from geometry.shapes import Rect\nRect.") is None  # a class: metaclass attributes
+    narrowed = "def f(node):\n    if isinstance(node, int):\n        return node."
+    assert names(monitor, narrowed) is None  # jedi does not follow isinstance narrowing
+
+
+def test_assignment_target_may_create_an_attribute(monitor):
+    code = "class C:\n    def __init__(self):\n        self."
+    r = monitor.restriction(code.encode())
+    assert r.complete_ok(b"brand_new", ord(" ")) and r.complete_ok(b"brand_new", ord("="))
+    assert not r.complete_ok(b"brand_new", ord("("))  # calling it: it must exist
+    loaded = monitor.restriction((code + "a = 1\n        return self.").encode())
+    assert loaded.complete_ok(b"a", ord("\n")) and not loaded.complete_ok(b"brand_new", ord(" "))
+
+
 def test_no_trigger_inside_strings_and_comments(monitor):
     assert names(monitor, 'import os\ns = "os.') is None
     assert names(monitor, "import os\n# see os.") is None
     assert names(monitor, 'import os\ns = """doc\nos.') is None
+    assert names(monitor, '"""Doc.\nA line at column 0 (with brackets).\n"""\n\n') is None  # a statement start
     assert names(monitor, "1.") is None
 
 
