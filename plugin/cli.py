@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="constrained JSON, SQL and Python on the default model")
     demo.add_argument("--max-new-tokens", type=int, default=96)
     _add_model_args(demo)
+
+    serve = sub.add_parser("serve", help="run the language server (stdio; --tcp for debugging)")
+    serve.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
     return parser
 
 
@@ -159,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _generate(args)
+        if args.command == "serve":
+            from lsp_bridge.server import serve
+
+            if args.tcp is not None and not args.tcp.rpartition(":")[2].isdigit():
+                raise OptionError(f"--tcp must be HOST:PORT, got {args.tcp!r}")
+            serve(args.tcp)
+            return 0
         from plugin.demo import run_demo
 
         return run_demo(args.model, device=args.device, dtype=args.dtype, max_new_tokens=args.max_new_tokens)

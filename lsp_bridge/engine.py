@@ -1,0 +1,184 @@
+"""Completions for a document at a cursor: which constraint, which prompt, one generation.
+
+Python documents get the Python grammar in completion mode plus the jedi monitors rooted
+at the workspace folder; JSON documents the JSON grammar (a schema, when one is set in
+the settings, through ``json_schema``); SQL documents the SQL grammar plus the database
+monitor when a database is set. The constraint consumes the whole text before the
+cursor (so indentation and open brackets are known); the model sees its last
+``context_tokens`` tokens. Runs off the server's message loop; ``stop`` ends it
+between two decoding steps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lsp_bridge.settings import LanguageSettings, Settings
+from plugin.errors import OptionError
+
+LANGUAGES = ("python", "json", "sql")
+
+
+@dataclass
+class Completion:
+    """One constrained completion: ``text`` to insert at the cursor; ``valid``: the
+    constraint accepts the text before the cursor followed by it as a prefix of a valid
+    document (always, unless generation was cancelled before the first token)."""
+
+    text: str
+    finish_reason: str
+    tokens: int
+    seconds: float
+    first_token_seconds: float | None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class _Watched:
+    """A compiled constraint whose matcher the engine can look at while decoding (to end
+    an inline completion at the end of its line)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.vocab = inner.vocab
+        self.current: Any = None
+
+    def matcher(self) -> Any:
+        self.current = self.inner.matcher()
+        return self.current
+
+    def matcher_after(self, prefix: str | bytes) -> Any:
+        self.current = self.inner.matcher_after(prefix)
+        return self.current
+
+
+class Engine:
+    """The model (loaded once, lazily) and the constraints per language."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._model: tuple[Any, Any] | None = None
+        self._loaded_for: tuple[str | None, str | None] | None = None
+        self._lock = threading.Lock()
+
+    def configure(self, settings: Settings) -> None:
+        """New settings; the model reloads on next use if ``model``/``device`` changed."""
+        self.settings = settings
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None and self._loaded_for == (self.settings.model, self.settings.device)
+
+    def model(self, progress: Callable[[str], None] | None = None) -> tuple[Any, Any]:
+        """``(model, tokenizer)``, loading them on first use (``progress`` hears about it)."""
+        from plugin.models import load_model
+
+        with self._lock:
+            wanted = (self.settings.model, self.settings.device)
+            if self._model is None or self._loaded_for != wanted:
+                if progress is not None:
+                    progress(f"loading model {self.settings.model or 'SmolLM2-135M (bundled)'}")
+                self._model = load_model(self.settings.model, device=self.settings.device)
+                self._loaded_for = wanted
+            return self._model
+
+    def complete(
+        self,
+        *,
+        language: str,
+        text: str,
+        offset: int,
+        path: Path | None,
+        root: Path | None,
+        stop: threading.Event,
+        progress: Callable[[str], None] | None = None,
+    ) -> Completion:
+        """A constrained completion of ``text`` at ``offset`` (see module docstring)."""
+        from plugin.api import constrained_generate
+
+        if language not in LANGUAGES:
+            raise OptionError(
+                f"no constrained completion for language {language!r}; have {', '.join(LANGUAGES)}"
+            )
+        model, tokenizer = self.model(progress)
+        s = self.settings
+        lang: LanguageSettings = getattr(s, language)
+        prefix, suffix = text[:offset], text[offset:]
+        options: dict[str, Any] = {"prefix": prefix, "analysis_timeout": s.analysis_timeout}
+        constraint_args: dict[str, Any] = {}
+        if language == "json" and lang.schema is not None:
+            constraint_args["json_schema"] = _schema(lang.schema, path)
+        else:
+            constraint_args["grammar"] = (
+                lang.grammar or {"python": "python", "json": "json", "sql": "sql"}[language]
+            )
+        monitors = []
+        if lang.monitors and language == "python" and root is not None:
+            from monitors import PythonMonitor
+
+            monitors.append(PythonMonitor(root, path, suffix=suffix, timeout=s.analysis_timeout))
+        if lang.monitors and language == "sql" and lang.database:
+            from monitors import SQLiteMonitor
+
+            monitors.append(SQLiteMonitor(lang.database, timeout=s.analysis_timeout))
+        from plugin.api import build_constraint
+
+        compiled = build_constraint(tokenizer, **constraint_args)
+        if monitors:
+            from monitors import with_monitors
+
+            compiled = with_monitors(compiled, monitors, compiled.vocab)
+        if not hasattr(compiled, "matcher_after"):
+            raise OptionError(f"the {language} constraint cannot continue a document (no completion mode)")
+        watched = _Watched(compiled)
+        start_len = len(prefix.encode())
+
+        def should_stop() -> bool:
+            if stop.is_set():
+                return True
+            m = watched.current
+            return s.stop_at_newline and m is not None and b"\n" in m.text()[start_len:].lstrip(b"\n")
+
+        ids = tokenizer(prefix, add_special_tokens=False).input_ids
+        prompt = tokenizer.decode(ids[-s.context_tokens :]) if len(ids) > s.context_tokens else prefix
+        t0 = time.perf_counter()
+        gen = constrained_generate(
+            model,
+            tokenizer,
+            prompt,
+            constraint=watched,
+            sampler=s.sampler,
+            max_new_tokens=s.max_tokens,
+            should_stop=should_stop,
+            **options,
+        )
+        out = gen.text
+        if s.stop_at_newline:
+            head = len(out) - len(out.lstrip("\n"))
+            cut = out.find("\n", head)
+            out = out if cut < 0 else out[:cut]
+        stats = dict(gen.stats)
+        return Completion(
+            text=out,
+            finish_reason="cancelled" if stop.is_set() else gen.finish_reason,
+            tokens=len(gen.token_ids),
+            seconds=time.perf_counter() - t0,
+            first_token_seconds=stats.get("prefill_seconds"),
+            stats={k: v for k, v in stats.items() if k in ("monitors", "prefill_seconds")},
+        )
+
+
+def _schema(schema: dict[str, Any] | str, path: Path | None) -> Any:
+    """A schema given inline or as a file path (relative to the document's folder)."""
+    if isinstance(schema, dict):
+        return schema
+    candidate = Path(schema)
+    if not candidate.is_absolute() and path is not None:
+        candidate = path.parent / candidate
+    if not candidate.is_file():
+        raise OptionError(f"JSON schema file {str(candidate)!r} not found")
+    return candidate.read_text(encoding="utf-8")

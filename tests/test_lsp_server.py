@@ -1,0 +1,136 @@
+"""The language server as a subprocess over stdio, driven by pytest-lsp's real client."""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+import sys
+
+import pytest
+import pytest_lsp
+from lsprotocol import types as lsp
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+pytestmark = pytest.mark.default_model
+
+SOURCE = (
+    "class Rect:\n    def __init__(self, w, h):\n        self.w = w\n        self.h = h\n\n"
+    "    def area(self):\n        return self.w * self.h\n\n\nr = Rect(1, 2)\nprint(r."
+)
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "plugin.cli", "serve"]),
+)
+async def client(lsp_client: LanguageClient, tmp_path):
+    (tmp_path / "shapes.py").write_text(SOURCE)
+    params = lsp.InitializeParams(
+        capabilities=lsp.ClientCapabilities(window=lsp.WindowClientCapabilities(work_done_progress=True)),
+        root_uri=tmp_path.as_uri(),
+        initialization_options={"stencil": {"max_tokens": 8, "analysis_timeout": 120.0}},
+    )
+    await lsp_client.initialize_session(params)
+    yield
+    await lsp_client.shutdown_session()
+
+
+def _open(client: LanguageClient, uri: str, text: str, language: str = "python") -> None:
+    client.text_document_did_open(lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri, language, 1, text)))
+
+
+def _end(text: str) -> lsp.Position:
+    lines = text.split("\n")
+    return lsp.Position(len(lines) - 1, len(lines[-1]))
+
+
+@pytest.mark.asyncio
+async def test_completion_is_a_real_attribute_and_parses(client: LanguageClient, tmp_path):
+    uri = (tmp_path / "shapes.py").as_uri()
+    _open(client, uri, SOURCE)
+    result = await client.text_document_completion_async(
+        lsp.CompletionParams(lsp.TextDocumentIdentifier(uri), _end(SOURCE))
+    )
+    assert result.items, "no completion"
+    text = result.items[0].text_edit.new_text
+    ident = text.split("(")[0].split(")")[0].strip()
+    assert ident in {"area", "w", "h"} or ident.startswith("__"), text
+    inline = await client.text_document_inline_completion_async(
+        lsp.InlineCompletionParams(
+            context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Invoked),
+            text_document=lsp.TextDocumentIdentifier(uri),
+            position=_end(SOURCE),
+        )
+    )
+    assert inline.items and inline.items[0].insert_text.startswith(ident)
+    closing = ")" * (SOURCE.count("(") - SOURCE.count(")") - text.count("(") + text.count(")"))
+    if ident == text.strip():
+        ast.parse(SOURCE + text + closing + "\n")
+
+
+@pytest.mark.asyncio
+async def test_bad_requests_get_lsp_errors(client: LanguageClient, tmp_path):
+    missing = (tmp_path / "never_opened.py").as_uri()
+    with pytest.raises(Exception, match="not open"):
+        await client.text_document_completion_async(
+            lsp.CompletionParams(lsp.TextDocumentIdentifier(missing), lsp.Position(0, 0))
+        )
+    uri = (tmp_path / "shapes.py").as_uri()
+    _open(client, uri, SOURCE)
+    with pytest.raises(Exception, match=r"past the end of line|outside"):
+        await client.text_document_completion_async(
+            lsp.CompletionParams(lsp.TextDocumentIdentifier(uri), lsp.Position(0, 500))
+        )
+    with pytest.raises(Exception, match="prompt"):
+        await client.workspace_execute_command_async(
+            lsp.ExecuteCommandParams("stencil.generate", [{"grammar": "json"}])
+        )
+    # the server is still up
+    text = await client.workspace_execute_command_async(
+        lsp.ExecuteCommandParams("stencil.documentText", [uri])
+    )
+    assert text == SOURCE
+
+
+@pytest.mark.asyncio
+async def test_incremental_edits_keep_the_servers_copy_right(client: LanguageClient, tmp_path):
+    uri = (tmp_path / "edited.py").as_uri()
+    text = "x = 1\ny = 2\n"
+    _open(client, uri, text)
+    rng = random.Random(7)
+    for version in range(2, 60):
+        lines = text.split("\n")
+        line = rng.randrange(len(lines))
+        a = rng.randint(0, len(lines[line]))
+        b = rng.randint(a, len(lines[line]))
+        insert = rng.choice(["", "z", "é", "\n", "ab\ncd", "😀"])
+        start = sum(len(s) + 1 for s in lines[:line])
+        # positions in UTF-16 code units, as LSP counts them
+        units = lambda s: len(s.encode("utf-16-le")) // 2  # noqa: E731
+        rng_ = lsp.Range(
+            lsp.Position(line, units(lines[line][:a])), lsp.Position(line, units(lines[line][:b]))
+        )
+        text = text[: start + a] + insert + text[start + b :]
+        client.text_document_did_change(
+            lsp.DidChangeTextDocumentParams(
+                lsp.VersionedTextDocumentIdentifier(version=version, uri=uri),
+                [lsp.TextDocumentContentChangePartial(range=rng_, text=insert)],
+            )
+        )
+    server_copy = await client.workspace_execute_command_async(
+        lsp.ExecuteCommandParams("stencil.documentText", [uri])
+    )
+    assert server_copy == text
+
+
+@pytest.mark.asyncio
+async def test_generate_command_returns_valid_json(client: LanguageClient):
+    out = await client.workspace_execute_command_async(
+        lsp.ExecuteCommandParams(
+            "stencil.generate",
+            [{"prompt": "A JSON list of two numbers: ", "grammar": "json", "max_tokens": 24}],
+        )
+    )
+    assert out["finish_reason"] in ("stop", "length")
+    if out["valid"]:
+        json.loads(out["text"])
