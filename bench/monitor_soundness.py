@@ -110,7 +110,8 @@ def main() -> None:
         "seconds": round(time.perf_counter() - start, 1),
     }
     for c in refused:
-        print(f"REFUSED {c['file']}:{c['line']}: {c['context'][-70:]!r} + {c['token']!r}")
+        r = c["refused"]
+        print(f"REFUSED {c['file']}:{c['line']}: {r['context'][-70:]!r} + {r['token']!r}")
     print(json.dumps(summary, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"summary": summary, "cuts": cuts}, indent=1))

@@ -99,7 +99,8 @@ def test_no_trigger_inside_strings_and_comments(monitor):
     assert names(monitor, 'import os\ns = "os.') is None
     assert names(monitor, "import os\n# see os.") is None
     assert names(monitor, 'import os\ns = """doc\nos.') is None
-    assert names(monitor, '"""Doc.\nA line at column 0 (with brackets).\n"""\n\n') is None  # a statement start
+    docstring = '"""Doc.\nA line at column 0 (with brackets).\n"""\n\n'
+    assert names(monitor, docstring) is None  # a statement start, not a line in the docstring
     assert names(monitor, "1.") is None
 
 
