@@ -113,25 +113,24 @@ class Engine:
         if language == "json" and lang.schema is not None:
             constraint_args["json_schema"] = _schema(lang.schema, path)
         else:
-            constraint_args["grammar"] = (
-                lang.grammar or {"python": "python", "json": "json", "sql": "sql"}[language]
-            )
-        monitors = []
-        if lang.monitors and language == "python" and root is not None:
-            from monitors import PythonMonitor
-
-            monitors.append(PythonMonitor(root, path, suffix=suffix, timeout=s.analysis_timeout))
-        if lang.monitors and language == "sql" and lang.database:
-            from monitors import SQLiteMonitor
-
-            monitors.append(SQLiteMonitor(lang.database, timeout=s.analysis_timeout))
+            constraint_args["grammar"] = lang.grammar or language  # the built-in grammar of that name
+        from monitors import build_monitors, with_monitors
         from plugin.api import build_constraint
 
+        names = []
+        if lang.monitors and language == "python" and root is not None:
+            names.append("python")
+        database = lang.database if lang.monitors and language == "sql" else None
+        monitors = build_monitors(
+            names,
+            project_root=root,
+            file_path=path,
+            suffix=suffix,
+            database=database,
+            timeout=s.analysis_timeout,
+        )
         compiled = build_constraint(tokenizer, **constraint_args)
-        if monitors:
-            from monitors import with_monitors
-
-            compiled = with_monitors(compiled, monitors, compiled.vocab)
+        compiled = with_monitors(compiled, monitors, compiled.vocab)
         if not hasattr(compiled, "matcher_after"):
             raise OptionError(f"the {language} constraint cannot continue a document (no completion mode)")
         watched = _Watched(compiled)

@@ -64,9 +64,7 @@ class SessionPool:
             if session is None:
                 session = self._sessions[uri] = DocumentSession(uri, language)
             self._sessions.move_to_end(uri)
-            while len(self._sessions) > self.capacity:
-                _, dropped = self._sessions.popitem(last=False)
-                dropped.supersede()
+            self._evict()
             return session
 
     def peek(self, uri: str) -> DocumentSession | None:
@@ -80,11 +78,15 @@ class SessionPool:
             session.supersede()
 
     def resize(self, capacity: int) -> None:
-        self.capacity = capacity
         with self._lock:
-            while len(self._sessions) > capacity:
-                _, dropped = self._sessions.popitem(last=False)
-                dropped.supersede()
+            self.capacity = capacity
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop least recently used sessions beyond the capacity (lock held)."""
+        while len(self._sessions) > self.capacity:
+            _, dropped = self._sessions.popitem(last=False)
+            dropped.supersede()
 
     def __len__(self) -> int:
         return len(self._sessions)

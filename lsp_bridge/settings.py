@@ -40,7 +40,7 @@ class Settings:
     analysis_timeout: float = 5.0
     python: LanguageSettings = field(default_factory=lambda: LanguageSettings(grammar="python"))
     json: LanguageSettings = field(default_factory=lambda: LanguageSettings(grammar="json"))
-    sql: LanguageSettings = field(default_factory=lambda: LanguageSettings(grammar="sql_statement"))
+    sql: LanguageSettings = field(default_factory=lambda: LanguageSettings(grammar="sql"))
 
     def updated(self, raw: Any, where: str = "settings") -> Settings:
         """These settings with the keys of ``raw`` (a dict, maybe nested under

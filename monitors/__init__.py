@@ -26,6 +26,7 @@ def build_monitors(
     project_root: str | Path | None = None,
     file_path: str | Path | None = None,
     prefix: str | bytes | None = None,
+    suffix: str | None = None,
     database: str | Path | sqlite3.Connection | None = None,
     timeout: float = 5.0,
 ) -> list[Monitor]:
@@ -34,7 +35,8 @@ def build_monitors(
     A ``database`` adds the SQL monitor even when ``spec`` does not name it. The Python
     monitor needs ``project_root`` (default: the folder of ``file_path``); when
     ``file_path`` exists and its text starts with ``prefix`` (the code before the
-    cursor), the rest of the file is spliced after the generated code for jedi.
+    cursor), the rest of the file is spliced after the generated code for jedi. An
+    editor, whose buffer may differ from the file on disk, gives that rest as ``suffix``.
     """
     items: list[str | Monitor]
     if spec is None:
@@ -50,7 +52,7 @@ def build_monitors(
         if isinstance(item, Monitor):
             out.append(item)
         elif item == "python":
-            out.append(_python_monitor(project_root, file_path, prefix, timeout))
+            out.append(_python_monitor(project_root, file_path, prefix, suffix, timeout))
         elif item == "sql":
             if database is None:
                 raise OptionError("monitors='sql' needs database= (a SQLite file or connection)")
@@ -61,12 +63,23 @@ def build_monitors(
 
 
 def _python_monitor(
-    project_root: str | Path | None, file_path: str | Path | None, prefix: str | bytes | None, timeout: float
+    project_root: str | Path | None,
+    file_path: str | Path | None,
+    prefix: str | bytes | None,
+    suffix: str | None,
+    timeout: float,
 ) -> PythonMonitor:
     if project_root is None:
         if file_path is None:
             raise OptionError("monitors='python' needs project_root= (or file_path= inside the project)")
         project_root = Path(file_path).resolve().parent
+    if suffix is None:
+        suffix = _rest_of_file(project_root, file_path, prefix)
+    return PythonMonitor(project_root, file_path, suffix=suffix, timeout=timeout)
+
+
+def _rest_of_file(project_root: str | Path, file_path: str | Path | None, prefix: str | bytes | None) -> str:
+    """The file's text after ``prefix`` when the file on disk starts with it, else ``""``."""
     suffix = ""
     if file_path is not None and prefix:
         path = Path(file_path)
@@ -79,7 +92,7 @@ def _python_monitor(
         before = prefix.decode("utf-8", "replace") if isinstance(prefix, bytes) else prefix
         if whole.startswith(before):
             suffix = whole[len(before) :]
-    return PythonMonitor(project_root, file_path, suffix=suffix, timeout=timeout)
+    return suffix
 
 
 def with_monitors(constraint: Any, monitors: list[Monitor], vocab: Any) -> Any:

@@ -58,14 +58,15 @@ def walk(monitor: Monitor, text: bytes, active: Active | None, data: bytes) -> t
             if not active.restriction.complete_ok(active.partial, b):
                 return False, None
             active = None
-        if b in monitor.gated:
-            before = text + data[:i]
-            inside_word = is_ident_byte(b) and before and is_ident_byte(before[-1])  # a digit in `x1`
-            if not inside_word and b in monitor.refused(before):
-                return False, None
-        if starts_identifier(b):
-            before = text + data[:i]
-            if before and is_ident_byte(before[-1]):
+        gated, starts = b in monitor.gated, starts_identifier(b)
+        if not (gated or starts):
+            continue
+        before = text + data[:i]
+        inside_word = bool(before) and is_ident_byte(before[-1])
+        if gated and not (inside_word and is_ident_byte(b)) and b in monitor.refused(before):
+            return False, None  # (a digit inside `x1` is not an argument's start)
+        if starts:
+            if inside_word:
                 continue  # inside an identifier or number that started unrestricted
             r = monitor.restriction(before)
             if r is not None:

@@ -275,12 +275,8 @@ class PythonMonitor(Monitor):
         return self._signatures[key]
 
     def _ask_signatures(self, key: bytes, closers: bytes) -> tuple[Signature, ...] | None:
-        newline = self.suffix.find("\n")
-        rest = self.suffix[newline:] if newline >= 0 else "\n"
         before = key.decode("utf-8", errors="replace")
-        line = before.count("\n") + 1
-        column = len(before) - (before.rfind("\n") + 1)
-        signatures = self._script(before + closers.decode() + rest).get_signatures(line, column)
+        signatures = self._script(before + closers.decode() + self._rest).get_signatures(*_position(before))
         if not signatures or any(s.type != "function" for s in signatures):
             return None  # unknown callee, or a class (see monitors.python_calls)
         return tuple(Signature.from_jedi(s) for s in signatures)
@@ -353,10 +349,7 @@ class PythonMonitor(Monitor):
         jedi does not list may come (a new attribute in an assignment target, a keyword
         argument in a call)."""
         line_start = text.rfind(b"\n") + 1
-        # The rest of the cursor's line is left out: jedi would read a name glued to the
-        # cursor (`obj.|area()`) as the one being completed.
-        newline = self.suffix.find("\n")
-        rest = self.suffix[newline:] if newline >= 0 else "\n"
+        rest = self._rest
         if kind == "name" and not new_names and not self._lex(text[:line_start]).brackets:
             names = self._scope_names(text, line_start, rest)
             if not names:
@@ -364,8 +357,7 @@ class PythonMonitor(Monitor):
             # plus what the line binds itself (lambda parameters, walrus targets, …)
             return self._names(names | frozenset(_WORD.findall(text[line_start:])))
         before = text.decode("utf-8", errors="replace")
-        line = before.count("\n") + 1
-        column = len(before) - (before.rfind("\n") + 1)
+        line, column = _position(before)
         # Open brackets are closed: jedi loses the local names after an unbalanced line.
         script = self._script(before + closers.decode() + rest)
         names = frozenset(c.name.encode() for c in script.complete(line, column))
@@ -392,6 +384,13 @@ class PythonMonitor(Monitor):
             )
         return self._names(names | extra)
 
+    @property
+    def _rest(self) -> str:
+        """The suffix without the rest of the cursor's line: jedi would read a name glued
+        to the cursor (`obj.|area()`) as the one being completed."""
+        newline = self.suffix.find("\n")
+        return self.suffix[newline:] if newline >= 0 else "\n"
+
     @staticmethod
     def _receiver_is_known(script: Any, before: str) -> bool:
         """Whether the object before the final ``.`` has attributes jedi can list: not
@@ -403,8 +402,7 @@ class PythonMonitor(Monitor):
         receiver = _RECEIVER.search(head)
         if receiver and re.search(r"isinstance\(\s*" + re.escape(receiver.group()) + r"\s*,", head):
             return False
-        line = head.count("\n") + 1
-        column = len(head) - (head.rfind("\n") + 1)
+        line, column = _position(head)
         found = script.infer(line, column) if column > 0 else []
         return bool(found) and not any(d.name == "NoneType" or d.type == "class" for d in found)
 
@@ -435,6 +433,11 @@ class PythonMonitor(Monitor):
             follow=((ord('"'), _STRING_PREFIXES), (ord("'"), _STRING_PREFIXES)),
             kind="name",
         )
+
+
+def _position(code: str) -> tuple[int, int]:
+    """jedi's (line, column) of the end of ``code``."""
+    return code.count("\n") + 1, len(code) - (code.rfind("\n") + 1)
 
 
 def _is_call(before: bytes) -> bool:
