@@ -8,7 +8,9 @@ one is printed with its context. (A refusal can also be legal code the monitor c
 vouch for: a module missing on this Python, a name defined later in the very lines
 being replayed.)
 
-    ./run bench bench/monitor_soundness.py [--files 30] [--lines 8]
+    ./run bench bench/monitor_soundness.py [--files 30] [--lines 8] [--humaneval]
+
+``--humaneval`` also replays all 164 HumanEval canonical solutions (``../shared/data``).
 
 Writes ``bench/results/monitor-soundness.json`` and prints a summary.
 """
@@ -16,9 +18,11 @@ Writes ``bench/results/monitor-soundness.json`` and prints a summary.
 from __future__ import annotations
 
 import argparse
+import gzip
 import importlib.util
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,6 +48,42 @@ def package_files(n: int) -> list[Path]:
     return files[::step][:n]
 
 
+def feed(
+    monitor: PythonMonitor, prefix: str, code: str, vocab: Vocabulary, tokenizer
+) -> tuple[int, dict | None]:
+    """``code``'s tokens after ``prefix`` through ``monitor``: (tokens, the refused one or None)."""
+    matcher = MonitoredConstraint(None, [monitor], vocab).matcher_after(prefix)
+    ids = tokenizer(code, add_special_tokens=False).input_ids
+    for tok in ids:
+        if not matcher.accepts(tok):
+            return len(ids), {
+                "context": matcher.text()[-120:].decode(errors="replace"),
+                "token": vocab.token_bytes[tok].decode(errors="replace"),
+            }
+        matcher.advance(tok)
+    return len(ids), None
+
+
+def humaneval(vocab: Vocabulary, tokenizer) -> list[dict]:
+    """HumanEval's canonical solutions, each whole, through the monitor (its own file)."""
+    path = REPO.parent / "shared" / "data" / "python-problems" / "HumanEval.jsonl.gz"
+    if not path.exists():
+        print(f"HumanEval not found at {path}: skipped", file=sys.stderr)
+        return []
+    with gzip.open(path, "rt") as fh:
+        problems = [json.loads(line) for line in fh]
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for p in problems:
+            code = p["prompt"] + p["canonical_solution"]
+            file = Path(tmp) / "solution.py"
+            file.write_text(code)
+            monitor = PythonMonitor(tmp, file, timeout=60)
+            tokens, refused = feed(monitor, "", code, vocab, tokenizer)
+            out.append({"file": p["task_id"], "line": 1, "tokens": tokens, "refused": refused})
+    return out
+
+
 def replay(path: Path, vocab: Vocabulary, tokenizer, lines_per_cut: int) -> list[dict]:
     """Each cut of ``path``: tokens accepted, the refused one if any."""
     code = path.read_text()
@@ -57,22 +97,12 @@ def replay(path: Path, vocab: Vocabulary, tokenizer, lines_per_cut: int) -> list
         if not continuation.strip():
             continue
         monitor = PythonMonitor(path.parent, path, suffix="\n" + suffix, timeout=60)
-        matcher = MonitoredConstraint(None, [monitor], vocab).matcher_after(prefix)
-        refused = None
-        ids = tokenizer(continuation, add_special_tokens=False).input_ids
-        for tok in ids:
-            if not matcher.accepts(tok):
-                refused = {
-                    "context": matcher.text()[-120:].decode(errors="replace"),
-                    "token": vocab.token_bytes[tok].decode(errors="replace"),
-                }
-                break
-            matcher.advance(tok)
+        tokens, refused = feed(monitor, prefix, continuation, vocab, tokenizer)
         out.append(
             {
                 "file": str(path),
                 "line": k + 1,
-                "tokens": len(ids),
+                "tokens": tokens,
                 "refused": refused,
                 "kinds": monitor.stats.kinds,
                 "failures": monitor.stats.failures,
@@ -86,6 +116,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=30)
     ap.add_argument("--lines", type=int, default=8, help="lines replayed after each cut")
+    ap.add_argument("--humaneval", action="store_true", help="also every HumanEval solution (../shared/data)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "monitor-soundness.json")
     args = ap.parse_args()
     tokenizer = load_tokenizer()
@@ -95,7 +126,8 @@ def main() -> None:
     for i, path in enumerate(package_files(args.files)):
         print(f"[{i + 1}/{args.files}] {path}", file=sys.stderr, flush=True)
         cuts.extend(replay(path, vocab, tokenizer, args.lines))
-    refused = [c for c in cuts if c["refused"]]
+    solutions = humaneval(vocab, tokenizer) if args.humaneval else []
+    refused = [c for c in cuts + solutions if c["refused"]]
     kinds: dict[str, int] = {}
     for c in cuts:
         for k, v in c["kinds"].items():
@@ -103,10 +135,12 @@ def main() -> None:
     summary = {
         "cuts": len(cuts),
         "tokens": sum(c["tokens"] for c in cuts),
-        "refused_cuts": len(refused),
+        "refused_cuts": sum(1 for c in cuts if c["refused"]),
         "analyses": kinds,
         "failures": sum(c["failures"] for c in cuts),
         "timeouts": sum(c["timeouts"] for c in cuts),
+        "humaneval_solutions": len(solutions),
+        "humaneval_refused": sum(1 for c in solutions if c["refused"]),
         "seconds": round(time.perf_counter() - start, 1),
     }
     for c in refused:
@@ -114,7 +148,7 @@ def main() -> None:
         print(f"REFUSED {c['file']}:{c['line']}: {r['context'][-70:]!r} + {r['token']!r}")
     print(json.dumps(summary, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"summary": summary, "cuts": cuts}, indent=1))
+    args.out.write_text(json.dumps({"summary": summary, "cuts": cuts, "humaneval": solutions}, indent=1))
 
 
 if __name__ == "__main__":
