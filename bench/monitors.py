@@ -4,11 +4,12 @@
 packages), cut right after ``obj.`` where jedi infers the receiver and lists the
 original attribute. The default model completes the identifier (greedy, up to 12
 tokens; an identifier the budget cuts counts as invalid) without a constraint and with
-``monitors="python"`` (jedi over the package as the project), with the full mask and
-with AWRS (same greedy output, a few ``accepts`` calls per token instead of a mask).
-Reported: valid identifier rate (the identifier is among jedi's
-completions there), exact match with the original, and the share jedi can resolve
-(``goto`` finds a definition).
+``grammar="python", monitors="python"`` (jedi over the package as the project, the
+file's text up to the cut as the grammar's prefix), with the full mask and with AWRS
+(same greedy output, a few ``accepts`` calls per token instead of a mask).
+Reported: valid identifier rate (the identifier is among jedi's completions there, or
+is a new attribute assigned at a statement's start, ``self.x = …``), exact match with
+the original, and the share jedi can resolve (``goto`` finds a definition).
 
 (b) SQL: Spider dev questions over their real SQLite schemas. The prompt gives the
 schema (its ``CREATE`` statements), the question and ``SELECT``; the model completes
@@ -113,6 +114,16 @@ def leading_identifier(text: str) -> str:
     return m.group() if m else ""
 
 
+def creates_attribute(case: dict[str, Any], text: str, ident: str) -> bool:
+    """``obj.new = …`` (or ``obj.new: T``) at a statement's start: Python makes the
+    attribute, so a name jedi does not list is legal there."""
+    last_line = case["prefix"][case["prefix"].rfind("\n") + 1 :]
+    at_statement_start = re.fullmatch(r"[ \t]*[A-Za-z_][A-Za-z0-9_]*\.", last_line) is not None
+    return (
+        bool(ident) and at_statement_start and re.match(r"[ \t]*(=(?!=)|:)", text[len(ident) :]) is not None
+    )
+
+
 def resolvable(case: dict[str, Any], ident: str) -> bool:
     if not ident:
         return False
@@ -139,6 +150,7 @@ def run_python(model: Any, tokenizer: Any, cases: list[dict[str, Any]]) -> dict[
                     "file_path": case["file"],
                     "prefix": case["prefix"],
                     "sampler": "awrs" if mode.endswith("awrs") else "mask",
+                    "grammar": "python",
                 }
             gen = constrained_generate(model, tokenizer, prompt, max_new_tokens=MAX_TOKENS, **extra)
             ident = leading_identifier(gen.text)
@@ -148,7 +160,7 @@ def run_python(model: Any, tokenizer: Any, cases: list[dict[str, Any]]) -> dict[
                 {
                     "case": i,
                     "identifier": ident,
-                    "valid": ident in case["legal"],
+                    "valid": ident in case["legal"] or creates_attribute(case, gen.text, ident),
                     "exact": ident == case["original"],
                     "resolvable": resolvable(case, ident),
                     "step_us": gen.stats.get("constraint_us_per_step_p50", 0.0),

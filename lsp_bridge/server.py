@@ -9,6 +9,8 @@
   generation in flight, and ``$/cancelRequest`` stops it within one decoding step.
 * ``workspace/executeCommand`` ``stencil.generate``: structured generation with an
   explicit ``grammar``, ``json_schema`` or ``regex``; returns ``{text, valid, finish_reason}``.
+  ``stencil.documentText`` (the server's copy of a document) and ``stencil.status``
+  (documents, sessions, memory) are for clients and tests.
 * Settings come from ``initializationOptions`` and ``workspace/didChangeConfiguration``;
   the model is loaded after ``initialized`` with ``window/workDoneProgress``.
 
@@ -32,6 +34,7 @@ from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
 from lsp_bridge.engine import LANGUAGES, Completion, Engine
+from lsp_bridge.protocol import StencilProtocol, parse_error
 from lsp_bridge.sessions import SessionPool
 from lsp_bridge.settings import Settings
 from plugin.errors import StencilError
@@ -39,6 +42,7 @@ from plugin.errors import StencilError
 log = logging.getLogger("stencil.lsp")
 COMMAND_GENERATE = "stencil.generate"
 COMMAND_DOCUMENT_TEXT = "stencil.documentText"
+COMMAND_STATUS = "stencil.status"
 _LANGUAGE_IDS = {"python": "python", "json": "json", "jsonc": "json", "sql": "sql"}
 _SUFFIXES = {".py": "python", ".json": "json", ".sql": "sql"}
 
@@ -47,11 +51,25 @@ class StencilServer(LanguageServer):
     """The server's state: settings, the engine, the sessions, the generation threads."""
 
     def __init__(self) -> None:
-        super().__init__("stencil", "0.1.0", text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental)
+        super().__init__(
+            "stencil",
+            "0.1.0",
+            protocol_cls=StencilProtocol,
+            text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental,
+        )
         self.settings = Settings()
         self.engine = Engine(self.settings)
         self.sessions = SessionPool(self.settings.max_sessions)
         self.generations = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stencil-generate")
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """A message that is not JSON gets its ParseError response (see
+        :mod:`lsp_bridge.protocol`); other errors as pygls reports them."""
+        parse = parse_error(error)
+        if parse is not None:
+            self.protocol.answer_unreadable(parse)
+            return
+        super().report_server_error(error, source)
 
     def configure(self, raw: Any, where: str) -> None:
         try:
@@ -201,8 +219,20 @@ async def _completion(ls: StencilServer, params: lsp.CompletionParams) -> lsp.Co
         text_edit=lsp.TextEdit(range=lsp.Range(pos, pos), new_text=found.text),
         filter_text=found.text.strip(),
         sort_text="0",
+        data=_timings(found),
     )
     return lsp.CompletionList(is_incomplete=True, items=[item])
+
+
+def _timings(found: Completion) -> dict[str, Any]:
+    """What the server measured, for clients and the latency bench (bench/lsp_latency.py)."""
+    return {
+        "tokens": found.tokens,
+        "finish_reason": found.finish_reason,
+        "seconds": found.seconds,
+        "first_token_seconds": found.first_token_seconds,
+        "prompt_tokens": found.stats.get("prompt_tokens"),
+    }
 
 
 @server.feature(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, lsp.InlineCompletionOptions())
@@ -271,6 +301,25 @@ def _document_text(ls: StencilServer, *args: Any) -> str:
     return _document(ls, args[0]).source
 
 
+@server.command(COMMAND_STATUS)
+def _status(ls: StencilServer, *args: Any) -> dict[str, Any]:
+    """``stencil.status``: what the server holds (open documents, sessions and their
+    cap, whether the model is loaded, peak resident memory), for clients and tests."""
+    try:
+        import resource
+
+        peak: int | None = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    except ImportError:  # Windows
+        peak = None
+    return {
+        "open_documents": len(ls.workspace.text_documents),
+        "sessions": len(ls.sessions),
+        "max_sessions": ls.sessions.capacity,
+        "model_loaded": ls.engine.loaded,
+        "peak_rss_bytes": peak,
+    }
+
+
 def serve(tcp: str | None = None) -> None:
     """Run the server on stdio, or on ``HOST:PORT`` for debugging."""
     if tcp is None:
@@ -280,4 +329,12 @@ def serve(tcp: str | None = None) -> None:
     server.start_tcp(host or "127.0.0.1", int(port))
 
 
-__all__ = ["COMMAND_DOCUMENT_TEXT", "COMMAND_GENERATE", "LANGUAGES", "StencilServer", "serve", "server"]
+__all__ = [
+    "COMMAND_DOCUMENT_TEXT",
+    "COMMAND_GENERATE",
+    "COMMAND_STATUS",
+    "LANGUAGES",
+    "StencilServer",
+    "serve",
+    "server",
+]

@@ -362,10 +362,13 @@ class PythonMonitor(Monitor):
         script = self._script(before + closers.decode() + rest)
         names = frozenset(c.name.encode() for c in script.complete(line, column))
         if kind == "attribute":
-            if not names or b"__getattr__" in names or not self._receiver_is_known(script, before):
+            receiver = self._known_receiver(script, before) if names and b"__getattr__" not in names else None
+            if receiver is None:
                 return None  # unknown type, or attributes made at run time
-            # an assignment target may be a new attribute: any name before `=`, `:`, …
-            follow = tuple((end, None) for end in _TARGET_ENDS) if new_names else ()
+            # an assignment target may be a new attribute of an object (any name before
+            # `=`, `:`, …); new module attributes are rare enough to refuse
+            objects = new_names and not all(d.type == "module" for d in receiver)
+            follow = tuple((end, None) for end in _TARGET_ENDS) if objects else ()
             return Restriction(names, follow=follow, kind=kind)
         if kind == "import":
             return Restriction(names, kind=kind) if names else None
@@ -392,19 +395,23 @@ class PythonMonitor(Monitor):
         return self.suffix[newline:] if newline >= 0 else "\n"
 
     @staticmethod
-    def _receiver_is_known(script: Any, before: str) -> bool:
-        """Whether the object before the final ``.`` has attributes jedi can list: not
-        ``None`` (a placeholder assigned before the real object), not a class (its
-        metaclass's attributes, ``ABCMeta.register`` say, are not listed), not unknown,
-        and not narrowed by an ``isinstance`` check jedi does not follow."""
+    def _known_receiver(script: Any, before: str) -> list[Any] | None:
+        """jedi's definitions of the object before the final ``.`` when it has attributes
+        jedi can list (else ``None``): not
+        ``None`` (a placeholder assigned before the real object), not a class with a
+        metaclass (its attributes, ``ABCMeta.register`` say, are not listed; ``type``'s
+        are), not unknown, and not narrowed by an ``isinstance`` check jedi does not
+        follow."""
         dot = before.rstrip().rfind(".")
         head = before[:dot]
         receiver = _RECEIVER.search(head)
         if receiver and re.search(r"isinstance\(\s*" + re.escape(receiver.group()) + r"\s*,", head):
-            return False
+            return None
         line, column = _position(head)
         found = script.infer(line, column) if column > 0 else []
-        return bool(found) and not any(d.name == "NoneType" or d.type == "class" for d in found)
+        if not found or any(d.name == "NoneType" or _has_metaclass(d) for d in found):
+            return None
+        return found
 
     def _script(self, code: str) -> Any:
         return self._jedi.Script(code, path=str(self.file_path), project=self._project)
@@ -433,6 +440,18 @@ class PythonMonitor(Monitor):
             follow=((ord('"'), _STRING_PREFIXES), (ord("'"), _STRING_PREFIXES)),
             kind="name",
         )
+
+
+def _has_metaclass(definition: Any) -> bool:
+    """Whether ``definition`` is a class whose metaclass (its own or a base's) is not
+    ``type``. jedi's public API does not say; its inferred class values do
+    (``get_metaclasses``), and when that fails the class counts as having one."""
+    if definition.type != "class":
+        return False
+    try:
+        return any(bool(value.get_metaclasses()) for value in definition._name.infer())
+    except Exception:  # a private jedi API: when it changes, leave classes free
+        return True
 
 
 def _position(code: str) -> tuple[int, int]:

@@ -131,6 +131,7 @@ def decode(
     log_weight = 0.0
     fallbacks = 0
     awrs_checks: list[int] = []
+    first_token_seconds: float | None = None  # time to first token, prefill included
 
     while len(out) < max_new_tokens:
         if should_stop is not None and should_stop():
@@ -147,6 +148,8 @@ def decode(
                 for tok in forced:
                     matcher.advance(tok)
                 step_us.append((time.perf_counter() - t0) * 1e6)
+                if first_token_seconds is None:
+                    first_token_seconds = time.perf_counter() - start
                 out.extend(forced)
                 forced_count += len(forced)
                 logits = runner.feed(forced)
@@ -190,6 +193,8 @@ def decode(
             matcher.advance(token)
         t_constraint += time.perf_counter() - t1
         step_us.append(t_constraint * 1e6)
+        if first_token_seconds is None:
+            first_token_seconds = time.perf_counter() - start
         if token in stop_ids:
             finish = FINISH_STOP
             break
@@ -209,6 +214,7 @@ def decode(
         "seconds": seconds,
         "model_seconds": runner.seconds,
         "prefill_seconds": prefill_seconds,
+        "first_token_seconds": first_token_seconds,
         # decoding speed: the prompt's prefill is reported apart
         "tokens_per_second": len(out) / (seconds - prefill_seconds) if seconds > prefill_seconds else 0.0,
         "constraint_seconds": constraint_seconds,

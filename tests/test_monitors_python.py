@@ -81,9 +81,15 @@ def test_unknown_receiver_is_not_restricted(monitor):
 
 def test_receivers_jedi_cannot_describe_are_free(monitor):
     assert names(monitor, "x = None\nx.") is None  # a placeholder: the real object comes later
-    assert names(monitor, "from geometry.shapes import Rect\nRect.") is None  # a class: metaclass attributes
+    abstract = "import abc\nclass Base(abc.ABC):\n    pass\nBase."
+    assert names(monitor, abstract) is None  # a metaclass's attributes (ABCMeta.register) are not listed
     narrowed = "def f(node):\n    if isinstance(node, int):\n        return node."
     assert names(monitor, narrowed) is None  # jedi does not follow isinstance narrowing
+
+
+def test_plain_class_receivers_list_their_and_types_attributes(monitor):
+    found = names(monitor, "from geometry.shapes import Rect\nRect.")
+    assert {"area", "scaled", "mro", "__name__"} <= found and "append" not in found
 
 
 def test_assignment_target_may_create_an_attribute(monitor):
@@ -91,6 +97,8 @@ def test_assignment_target_may_create_an_attribute(monitor):
     r = monitor.restriction(code.encode())
     assert r.complete_ok(b"brand_new", ord(" ")) and r.complete_ok(b"brand_new", ord("="))
     assert not r.complete_ok(b"brand_new", ord("("))  # calling it: it must exist
+    module = monitor.restriction(b"import os\nos.")  # modules: their attributes only
+    assert module.complete_ok(b"sep", ord(" ")) and not module.complete_ok(b"brand_new", ord("="))
     loaded = monitor.restriction((code + "a = 1\n        return self.").encode())
     assert loaded.complete_ok(b"a", ord("\n")) and not loaded.complete_ok(b"brand_new", ord(" "))
 
