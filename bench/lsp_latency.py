@@ -207,17 +207,14 @@ async def run(sizes: list[int], repeats: int) -> dict[str, Any]:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    head = ("document", "tokens", "latency p50", "p95", "TTFT p50", "p95", "gen tok")
-    print(
-        "".join(
-            f"{h:<14}" if i == 0 else f"{h:>{w}}"
-            for i, (h, w) in enumerate(zip(head, (14, 8, 14, 10, 12, 10, 9), strict=True))
-        )
-    )
+    print("| document | tokens | latency p50 ms | latency p95 ms | TTFT p50 ms | TTFT p95 ms | generated |")
+    print("|---|---|---|---|---|---|---|")
     for key, r in results.items():
+        cells = (r["latency_ms_p50"], r["latency_ms_p95"], r["first_token_ms_p50"], r["first_token_ms_p95"])
         print(
-            f"{key:<14}{r['document_tokens']:>8}{r['latency_ms_p50']:>11.0f} ms{r['latency_ms_p95']:>7.0f} ms"
-            f"{r['first_token_ms_p50']:>9.0f} ms{r['first_token_ms_p95']:>7.0f} ms{r['tokens_mean']:>9.1f}"
+            f"| {key} | {r['document_tokens']} | "
+            + " | ".join(f"{c:.0f}" for c in cells)
+            + f" | {r['tokens_mean']:.1f} |"
         )
 
 
