@@ -34,7 +34,7 @@ from typing import Any
 import outlines_core
 import torch
 
-from plugin.errors import ConstraintViolation, RegexError
+from plugin.errors import ConstraintViolation, PromptError, RegexError
 from plugin.matcher import Matcher
 from plugin.paths import cache_dir
 from plugin.vocabulary import Vocabulary
@@ -72,7 +72,39 @@ class CompiledDFA:
         self._next_distance: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def matcher(self) -> DFAMatcher:
-        return DFAMatcher(self, (self.initial_state, None, 0))
+        return DFAMatcher(self, (self.initial_state, None, 0, -1))
+
+    def matcher_after(self, prefix: str | bytes) -> DFAMatcher:
+        """Completion mode: a matcher that has read ``prefix`` (a document's text before
+        the cursor). The index only knows token transitions, so the prefix is spelled
+        with the vocabulary's tokens; the automaton is deterministic over bytes, so every
+        spelling reaching a byte offset reaches the same state and a walk over offsets
+        suffices. Raises ``PromptError`` naming where the pattern stops matching."""
+        data = prefix.encode() if isinstance(prefix, str) else prefix
+        spellings = self.vocab.text_tokens()
+        longest = max(map(len, spellings))
+        states: dict[int, int] = {0: self.initial_state}
+        for i in range(len(data) + 1):  # offsets in increasing order: each is final when reached
+            state = states.get(i)
+            if state is None:
+                continue
+            if i == len(data):
+                return DFAMatcher(self, (state, None, 0, -1), data)
+            for end in range(i + 1, min(i + longest, len(data)) + 1):
+                if end in states:
+                    continue
+                for token in spellings.get(data[i:end], ()):
+                    found = self.next_state(state, token)
+                    if found is not None:
+                        states[end] = found
+                        break
+        reached = max(states)
+        line = data[:reached].count(b"\n") + 1
+        column = reached - (data.rfind(b"\n", 0, reached) + 1) + 1
+        raise PromptError(
+            f"the pattern cannot continue the prefix: it stops matching at line {line}, column {column}, "
+            f"after {data[max(0, reached - 30) : reached].decode(errors='replace')!r}"
+        )
 
     @property
     def index(self) -> Any:
@@ -190,18 +222,29 @@ class CompiledDFA:
 
 
 # A history node: (state, parent node, depth). Shared between forks, never mutated.
-_Node = tuple[int, Any, int]
+_Node = tuple[int, Any, int, int]  # (state, parent node, tokens advanced, token)
 
 
 class DFAMatcher(Matcher):
     """Per-sequence state over a :class:`CompiledDFA`."""
 
-    __slots__ = ("_dfa", "_node", "vocab")
+    __slots__ = ("_dfa", "_node", "_prefix", "vocab")
 
-    def __init__(self, dfa: CompiledDFA, node: _Node) -> None:
+    def __init__(self, dfa: CompiledDFA, node: _Node, prefix: bytes = b"") -> None:
         self._dfa = dfa
         self._node = node
+        self._prefix = prefix  # what matcher_after read before the first token
         self.vocab = dfa.vocab
+
+    def text(self) -> bytes:
+        """The prefix and the bytes of the tokens advanced since (EOS excluded)."""
+        tokens: list[int] = []
+        node = self._node
+        while node[1] is not None:
+            if node[0] != _FINISHED:
+                tokens.append(node[3])
+            node = node[1]
+        return self._prefix + self.vocab.decode(tokens[::-1])
 
     @property
     def state(self) -> int:
@@ -220,7 +263,7 @@ class DFAMatcher(Matcher):
         return self._dfa.next_state(state, token_id) is not None
 
     def advance(self, token_id: int) -> None:
-        state, _, depth = self._node
+        state, _, depth, _ = self._node
         if state == _FINISHED:
             raise ConstraintViolation(f"token {token_id} advanced after end of sequence")
         if token_id in self.vocab.eos_ids:
@@ -234,7 +277,7 @@ class DFAMatcher(Matcher):
                     f"token {token_id} ({self.vocab.token_bytes[token_id]!r}) is not allowed here"
                 )
             nxt = found
-        self._node = (nxt, self._node, depth + 1)
+        self._node = (nxt, self._node, depth + 1, token_id)
 
     def fill_mask(self, mask: torch.Tensor) -> None:
         state = self._node[0]
@@ -287,7 +330,7 @@ class DFAMatcher(Matcher):
         return out
 
     def fork(self) -> DFAMatcher:
-        return DFAMatcher(self._dfa, self._node)
+        return DFAMatcher(self._dfa, self._node, self._prefix)
 
     def rollback(self, n: int) -> None:
         if n < 0 or n > self._node[2]:

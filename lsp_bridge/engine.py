@@ -1,22 +1,25 @@
 """Completions for a document at a cursor: which constraint, which prompt, one generation.
 
 Python documents get the Python grammar in completion mode plus the jedi monitors rooted
-at the workspace folder; JSON documents the JSON grammar (a schema, when one is set in
-the settings, through ``json_schema``); SQL documents the SQL grammar plus the database
-monitor when a database is set. The constraint consumes the whole text before the
-cursor (so indentation and open brackets are known); the model sees its last
-``context_tokens`` tokens. Runs off the server's message loop; ``stop`` ends it
+at the workspace folder; JSON documents the schema their leading ``"$schema"`` names (a
+local file), else the one set in the settings, else the JSON grammar; SQL documents the
+SQL grammar plus the database monitor when a database is set. The constraint consumes
+the whole text before the cursor (so indentation and open brackets are known); the
+model sees its last ``context_tokens`` tokens. Runs off the server's message loop; ``stop`` ends it
 between two decoding steps.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from lsp_bridge.settings import LanguageSettings, Settings
 from plugin.errors import OptionError
@@ -111,8 +114,12 @@ class Engine:
         prefix, suffix = text[:offset], text[offset:]
         options: dict[str, Any] = {"prefix": prefix, "analysis_timeout": s.analysis_timeout}
         constraint_args: dict[str, Any] = {}
-        if language == "json" and lang.schema is not None:
-            constraint_args["json_schema"] = _schema(lang.schema, path)
+        schema = _document_schema(text, path) if language == "json" else None
+        if schema is None and language == "json" and lang.schema is not None:
+            schema = _schema(lang.schema, path)
+        if schema is not None:
+            # the document's own layout (indentation, line breaks) must be readable
+            constraint_args |= {"json_schema": schema, "whitespace": "flexible"}
         else:
             constraint_args["grammar"] = lang.grammar or language  # the built-in grammar of that name
         from monitors import build_monitors, with_monitors
@@ -172,6 +179,30 @@ class Engine:
             stats={k: v for k, v in stats.items() if k in ("monitors", "prefill_seconds", "prompt_tokens")}
             | {"constraint_build_seconds": ready},
         )
+
+
+_SCHEMA_KEY = re.compile(r'^\s*\{\s*"\$schema"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _document_schema(text: str, path: Path | None) -> Any:
+    """The schema a JSON document names with a leading ``"$schema"`` member: a local path
+    (relative to the document) or ``file:`` URI. Remote schemas are not fetched (the
+    server makes no network requests): the error says to set ``json.schema`` instead."""
+    found = _SCHEMA_KEY.match(text)
+    if found is None:
+        return None
+    where = json.loads(f'"{found.group(1)}"')
+    parsed = urlparse(where)
+    if parsed.scheme in ("http", "https"):
+        raise OptionError(
+            f"the document's $schema {where!r} is remote and the server does not fetch schemas; "
+            "point $schema at a local copy or set stencil.json.schema"
+        )
+    if parsed.scheme == "file":
+        where = unquote(parsed.path)
+    elif parsed.scheme and len(parsed.scheme) > 1:  # not a Windows drive letter
+        raise OptionError(f"the document's $schema {where!r}: only local paths and file: URIs are read")
+    return _schema(where, path)
 
 
 def _schema(schema: dict[str, Any] | str, path: Path | None) -> Any:

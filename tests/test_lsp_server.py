@@ -134,3 +134,41 @@ async def test_generate_command_returns_valid_json(client: LanguageClient):
     assert out["finish_reason"] in ("stop", "length")
     if out["valid"]:
         json.loads(out["text"])
+
+
+PERSON = {
+    "type": "object",
+    "properties": {"$schema": {"type": "string"}, "name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.asyncio
+async def test_json_documents_follow_the_schema_they_name(client: LanguageClient, tmp_path):
+    import jsonschema
+
+    from plugin.api import build_constraint
+    from plugin.models import load_tokenizer
+
+    (tmp_path / "person.schema.json").write_text(json.dumps(PERSON))
+    text = '{\n  "$schema": "./person.schema.json",\n  "name": "Ada",\n  "age": '
+    uri = (tmp_path / "ada.json").as_uri()
+    _open(client, uri, text, "json")
+    result = await client.text_document_completion_async(
+        lsp.CompletionParams(lsp.TextDocumentIdentifier(uri), _end(text))
+    )
+    assert result.items, "no completion"
+    completed = text + result.items[0].text_edit.new_text
+    # what the schema allows: the text continues to a valid document (or is one)
+    build_constraint(load_tokenizer(), json_schema=PERSON, whitespace="flexible").matcher_after(completed)
+    if completed.rstrip().endswith("}"):
+        jsonschema.validate(json.loads(completed), PERSON)
+
+    remote = '{"$schema": "https://example.com/person.json", "name": '
+    uri = (tmp_path / "remote.json").as_uri()
+    _open(client, uri, remote, "json")
+    with pytest.raises(Exception, match="remote"):
+        await client.text_document_completion_async(
+            lsp.CompletionParams(lsp.TextDocumentIdentifier(uri), _end(remote))
+        )

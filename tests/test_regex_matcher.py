@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from grammars.regex import compile_regex
-from plugin.errors import ConstraintViolation, RegexError
+from plugin.errors import ConstraintViolation, PromptError, RegexError
 from plugin.matcher import new_mask
 
 PATTERNS = [
@@ -160,3 +160,25 @@ def test_budget_restriction_keeps_outputs_finishable(default_tokenizer, default_
         f = m.fork()
         f.advance(t)
         assert f.is_accepting()
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_completion_mode_continues_any_prefix_of_the_language(default_tokenizer, pattern, data):
+    """``matcher_after(p)`` for every prefix ``p`` of a string of the language, cut
+    anywhere (inside a token too): the rest, tokenized, is accepted and ends accepting,
+    and ``text()`` is the prefix plus what was advanced."""
+    compiled = compile_regex(pattern, default_tokenizer)
+    text = data.draw(st.from_regex(pattern, fullmatch=True))
+    cut = data.draw(st.integers(0, len(text)))
+    m = compiled.matcher_after(text[:cut])
+    assert walk(m, default_tokenizer(text[cut:], add_special_tokens=False).input_ids)
+    assert m.is_accepting() and m.text() == text.encode()
+    assert m.fork().text() == text.encode()
+
+
+def test_completion_mode_names_where_the_prefix_stops_matching(default_tokenizer):
+    compiled = compile_regex(r'\{"id": [0-9]{1,4}, "tag": "[a-zé]{0,6}"\}', default_tokenizer)
+    with pytest.raises(PromptError, match=r"line 1, column 10, after '\{\"id\": 12'"):
+        compiled.matcher_after('{"id": 12x')
