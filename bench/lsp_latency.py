@@ -46,6 +46,8 @@ from plugin.decoder import percentile  # noqa: E402
 from plugin.models import load_tokenizer  # noqa: E402
 
 STDLIB_MODULES = [
+    "imghdr.py",
+    "genericpath.py",
     "textwrap.py",
     "shlex.py",
     "argparse.py",
@@ -188,10 +190,10 @@ async def run(sizes: list[int], repeats: int) -> dict[str, Any]:
                 results[key] = {
                     "language": language,
                     "document_tokens": count,
-                    "latency_ms_p50": percentile(latency, 50),
-                    "latency_ms_p95": percentile(latency, 95),
-                    "first_token_ms_p50": percentile(ttft, 50) if ttft else None,
-                    "first_token_ms_p95": percentile(ttft, 95) if ttft else None,
+                    "latency_ms_p50": percentile(latency, 0.5),
+                    "latency_ms_p95": percentile(latency, 0.95),
+                    "first_token_ms_p50": percentile(ttft, 0.5) if ttft else None,
+                    "first_token_ms_p95": percentile(ttft, 0.95) if ttft else None,
                     "tokens_mean": sum(r["tokens"] for r in rows) / len(rows),
                     "rows": rows,
                 }
