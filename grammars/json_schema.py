@@ -181,6 +181,17 @@ def _formats_as_patterns(node: Any) -> Any:
     return out
 
 
+def _allows_nothing(schema: Any) -> bool:
+    """Whether no value is valid against ``schema`` by a test this route can make
+    locally: ``false``, or an ``enum``/``const`` none of whose values has the ``type``."""
+    if schema is False:
+        return True
+    if not isinstance(schema, Mapping) or "type" not in schema:
+        return False
+    values = schema["enum"] if "enum" in schema else [schema["const"]] if "const" in schema else None
+    return isinstance(values, list) and not any(_has_type(v, schema["type"]) for v in values)
+
+
 class _Auditor:
     """Walks the reachable schema; raises or records what the route cannot enforce."""
 
@@ -233,7 +244,12 @@ class _Auditor:
     def _check(self, key: str, value: Any, schema: Mapping[str, Any], at: str) -> Any:
         """Audit one enforced keyword; return its (cleaned) value, or None to drop it."""
         if key == "properties":
-            return {k: self.walk(v, f"{at}/{_escape(k)}") for k, v in value.items()}
+            required = set(schema.get("required") or [])
+            return {
+                k: self.walk(v, f"{at}/{_escape(k)}")
+                for k, v in value.items()
+                if k in required or not _allows_nothing(v)  # never present: the route omits it
+            }
         if key in ("items", "additionalProperties"):
             if isinstance(value, list):
                 return None if self.unsupported(key, at, "the array (tuple) form is not supported") else value

@@ -185,9 +185,31 @@ def test_enum_values_of_the_wrong_type_are_not_generated(default_tokenizer):
     from grammars.json_schema import compile_json_schema
     from plugin.errors import UnsupportedSchemaError
 
-    schema = {"type": "object", "properties": {"b": {"enum": ["X", "Y"], "type": "object"}}}
+    schema = {
+        "type": "object",
+        "properties": {"b": {"enum": ["X", "Y"], "type": "object"}},
+        "required": ["b"],
+    }
     with pytest.raises(UnsupportedSchemaError, match="/properties/b/enum"):
         compile_json_schema(schema, default_tokenizer)
+    # optional, it can never appear: the route leaves it out (so does `"c": false`)
+    optional = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": schema["properties"]["b"], "c": False},
+    }
+    m = compile_json_schema(optional, default_tokenizer, whitespace="compact").matcher()
+    for t in default_tokenizer.encode('{"a":1}', add_special_tokens=False):
+        assert m.accepts(t)
+        m.advance(t)
+    assert m.is_accepting()
+    m = compile_json_schema(optional, default_tokenizer, whitespace="compact").matcher()
+    refused = False
+    for t in default_tokenizer.encode('{"b"', add_special_tokens=False):
+        if not m.accepts(t):
+            refused = True
+            break
+        m.advance(t)
+    assert refused
     mixed = compile_json_schema({"enum": ["X", 3], "type": "integer"}, default_tokenizer)
     assert mixed.matcher().accepts(default_tokenizer.encode("3", add_special_tokens=False)[0])
     assert not mixed.matcher().accepts(default_tokenizer.encode('"', add_special_tokens=False)[0])
