@@ -26,11 +26,16 @@ from typing import Any
 import jsonschema
 from outlines_core.json_schema import build_regex_from_schema
 
+from grammars import json_regex_size
 from grammars.dfa import CompiledDFA, compile_dfa
+from grammars.json_numbers import BOUND_KEYWORDS, integer_bounds, integer_range_regex
 from grammars.regex import as_vocabulary, regex_problem
 from plugin.errors import RegexError, SchemaError, UnsupportedSchemaError
 
 WHITESPACE = {"flexible": r"[ \t\n\r]*", "compact": ""}
+# Beyond this estimated regex size (grammars.json_regex_size) outlines-core's builder may
+# allocate gigabytes and abort the process; indexing would not finish anyway.
+MAX_REGEX_CHARS = 50_000_000
 
 # Keywords that only annotate (they never change what validates); keywords the
 # dialect's validator does not know are treated the same way (see _Auditor).
@@ -79,9 +84,10 @@ _ENFORCED = frozenset(
         "pattern",
         "format",
         "uniqueItems",
+        *BOUND_KEYWORDS,
     }
 )
-_FORMATS = frozenset({"date-time", "date", "time", "uuid", "email", "uri"})
+_FORMATS = frozenset({"date-time", "date", "time", "uuid", "email", "uri", "ipv4", "ipv6", "hostname"})
 _KNOWN_FORMATS = frozenset(jsonschema.FormatChecker().checkers)
 _TYPES = ("null", "boolean", "object", "array", "number", "string")
 
@@ -147,13 +153,15 @@ def _has_type(value: Any, types: Any) -> bool:
 
 # Every supported format becomes our own pattern. RFC 3339 as JSON Schema's format
 # checkers read it: a date-time needs its offset (the regex builder's pattern lacks it).
-# Day ranges follow the month (29 February is left out: the route may under-accept).
+# Day ranges follow the month (29 February is left out: the route may under-accept);
+# years start at 0001 (Python's date refuses 0000).
 _DATE = (
-    r"[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
     r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
 )
 _TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
 _HEX = "[0-9a-fA-F]"
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _FORMAT_PATTERNS = {
     "date-time": f"^{_DATE}T{_TIME}$",
     "date": f"^{_DATE}$",
@@ -163,6 +171,13 @@ _FORMAT_PATTERNS = {
     "email": r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$",
     "uri": r"^[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]+$",
     "uuid": f"^{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}$",
+    # no leading zeros (Python's ipaddress refuses them)
+    "ipv4": rf"^(?:{_OCTET}\.){{3}}{_OCTET}$",
+    # the full eight-group form only: "::" compression is left out (under-accepts)
+    "ipv6": f"^(?:{_HEX}{{1,4}}:){{7}}{_HEX}{{1,4}}$",
+    # RFC 1123 labels, at most four, the last all letters (no numeric top-level label),
+    # at most 213 characters: inside every hostname checker's definition (fqdn's too)
+    "hostname": r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,60}[A-Za-z0-9])?\.){0,3}[A-Za-z]{2,24}$",
 }
 
 
@@ -181,15 +196,50 @@ def _formats_as_patterns(node: Any) -> Any:
     return out
 
 
+def _fits(value: Any, schema: Mapping[str, Any]) -> bool:
+    """Whether an ``enum``/``const`` value has ``schema``'s type and, for integers, lies
+    within its bounds."""
+    if not _has_type(value, schema["type"]):
+        return False
+    if schema["type"] != "integer" or not any(k in schema for k in BOUND_KEYWORDS):
+        return True
+    lo, hi = integer_bounds(schema)
+    return (lo is None or value >= lo) and (hi is None or value <= hi)
+
+
 def _allows_nothing(schema: Any) -> bool:
     """Whether no value is valid against ``schema`` by a test this route can make
-    locally: ``false``, or an ``enum``/``const`` none of whose values has the ``type``."""
+    locally: ``false``, or an ``enum``/``const`` none of whose values fits (``_fits``)."""
     if schema is False:
         return True
     if not isinstance(schema, Mapping) or "type" not in schema:
         return False
     values = schema["enum"] if "enum" in schema else [schema["const"]] if "const" in schema else None
-    return isinstance(values, list) and not any(_has_type(v, schema["type"]) for v in values)
+    return isinstance(values, list) and not any(_fits(v, schema) for v in values)
+
+
+def _bounds_as_placeholders(node: Any, found: dict[str, str], marker: str) -> Any:
+    """A copy of ``node`` where each bounded integer schema is a ``const`` placeholder
+    string (its regex, by :func:`integer_range_regex`, goes into ``found``); an ``enum``
+    or ``const`` next to bounds is filtered by them instead."""
+    if isinstance(node, list):
+        return [_bounds_as_placeholders(v, found, marker) for v in node]
+    if not isinstance(node, Mapping):
+        return node
+    literal = ("enum", "const", "default", "examples")  # values, not schemas
+    out = {k: v if k in literal else _bounds_as_placeholders(v, found, marker) for k, v in node.items()}
+    if out.get("type") != "integer" or not any(k in out for k in BOUND_KEYWORDS):
+        return out
+    lo, hi = integer_bounds(out)
+    for key in BOUND_KEYWORDS:
+        out.pop(key, None)
+    if "enum" in out or "const" in out:
+        values = out.pop("enum") if "enum" in out else [out.pop("const")]
+        out["enum"] = [v for v in values if _fits(v, node)]
+        return out
+    name = f"{marker}{len(found)}"
+    found[name] = integer_range_regex(lo, hi)
+    return {"const": name}
 
 
 class _Auditor:
@@ -295,12 +345,20 @@ class _Auditor:
             return value
         if key in ("enum", "const") and "type" in schema:
             values = value if key == "enum" else [value]
-            kept = [v for v in values if _has_type(v, schema["type"])] if isinstance(values, list) else values
+            kept = [v for v in values if _fits(v, schema)] if isinstance(values, list) else values
             if not kept:
-                reason = "no value has the schema's type: this subschema allows nothing"
+                reason = "no value has the schema's type and bounds: this subschema allows nothing"
                 drop = self.unsupported(key, at, reason)
                 return None if drop else value
             return kept if key == "enum" else value
+        if key in BOUND_KEYWORDS:
+            if schema.get("type") != "integer":
+                drop = self.unsupported(key, at, "numeric bounds are enforced for integers only")
+                return None if drop else value
+            lo, hi = integer_bounds(schema)
+            if lo is not None and hi is not None and lo > hi:
+                raise SchemaError(f"unsatisfiable: no integer lies in {lo}..{hi}", at.rsplit("/", 1)[0])
+            return value
         if key == "type":
             names = [value] if isinstance(value, str) else value
             bad = [n for n in names if n not in _TYPES and n != "integer"]
@@ -404,11 +462,28 @@ def schema_to_regex(schema: Any, *, whitespace: str = "flexible", strict: bool =
             f"JSON Schema keyword {keyword!r} at {pointer or '/'!r} is not enforced and was dropped",
             stacklevel=3,
         )
+    size, where = json_regex_size.estimate(cleaned, cleaned, lambda ref: _resolve_pointer(cleaned, ref, ref))
+    if size > MAX_REGEX_CHARS:
+        raise UnsupportedSchemaError(
+            "properties",
+            where,
+            f"the regex route would build a regex of about {size / 1e6:,.0f} million characters "
+            "(optional properties multiply through nesting); too large to index",
+        )
     ws = WHITESPACE.get(whitespace, whitespace)
+    text = json.dumps(cleaned)
+    marker = "ZqStencilInteger"
+    while marker in text:  # a placeholder no schema string contains
+        marker += "Q"
+    ranges: dict[str, str] = {}
+    prepared = _bounds_as_placeholders(_formats_as_patterns(cleaned), ranges, marker)
     try:
-        return build_regex_from_schema(json.dumps(_formats_as_patterns(cleaned)), ws)
+        regex = build_regex_from_schema(json.dumps(prepared), ws)
     except ValueError as exc:
         raise UnsupportedSchemaError("schema", "", str(exc).splitlines()[0]) from None
+    for name, numerals in ranges.items():
+        regex = regex.replace(f'"{name}"', numerals)
+    return regex
 
 
 def compile_json_schema(

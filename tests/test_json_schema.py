@@ -7,6 +7,8 @@ import warnings
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from grammars.json_schema import compile_json_schema, iter_dropped
 from plugin.errors import SchemaError, UnsupportedSchemaError
@@ -25,7 +27,7 @@ def accepts_text(compiled, tokenizer, text: str) -> bool:
 @pytest.mark.parametrize(
     ("schema", "keyword", "pointer"),
     [
-        ({"type": "integer", "minimum": 30}, "minimum", "/minimum"),
+        ({"type": "number", "minimum": 30}, "minimum", "/minimum"),
         (
             {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 3}}},
             "multipleOf",
@@ -36,9 +38,9 @@ def accepts_text(compiled, tokenizer, text: str) -> bool:
         ({"not": {"type": "string"}}, "not", "/not"),
         ({"oneOf": [{"type": "integer"}, {"type": "number"}]}, "oneOf", "/oneOf"),
         ({"allOf": [{"type": "integer"}, {"type": "number"}]}, "allOf", "/allOf"),
-        ({"type": "string", "format": "ipv4"}, "format", "/format"),
+        ({"type": "string", "format": "idn-hostname"}, "format", "/format"),
         (
-            {"$defs": {"p": {"type": "integer", "maximum": 3}}, "$ref": "#/$defs/p"},
+            {"$defs": {"p": {"type": "number", "maximum": 3}}, "$ref": "#/$defs/p"},
             "maximum",
             "/$defs/p/maximum",
         ),
@@ -55,7 +57,7 @@ def test_unenforced_keywords_are_refused_with_their_pointer(default_tokenizer, s
 
 
 def test_non_strict_drops_with_a_warning_naming_the_keyword(default_tokenizer):
-    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 30}}, "required": ["n"]}
+    schema = {"type": "object", "properties": {"n": {"type": "number", "minimum": 30}}, "required": ["n"]}
     assert list(iter_dropped(schema)) == [("minimum", "/properties/n/minimum")]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -70,6 +72,7 @@ def test_non_strict_drops_with_a_warning_naming_the_keyword(default_tokenizer):
         ({"$ref": "#/$defs/missing"}, "does not resolve", "/$ref"),
         ({"type": "integer", "minimum": 5, "maximum": 1}, "unsatisfiable", ""),
         ({"type": "string", "minLength": 5, "maxLength": 1}, "unsatisfiable", ""),
+        ({"type": "integer", "exclusiveMinimum": 1, "exclusiveMaximum": 2}, "no integer lies in 2..1", ""),
         (
             {"type": "object", "properties": {}, "required": ["a"], "additionalProperties": False},
             "forbidden",
@@ -221,6 +224,9 @@ def test_enum_values_of_the_wrong_type_are_not_generated(default_tokenizer):
         ("email", '"ann.lee@example.co.uk"', '"",@forward.io"'),
         ("uri", '"https://example.com/a?b=1"', '"http://a b"'),
         ("uuid", '"123e4567-e89b-12d3-a456-426614174000"', '"123e4567"'),
+        ("ipv4", '"192.168.0.255"', '"192.168.00.1"'),
+        ("ipv6", '"2001:db8:0:0:0:0:2:1"', '"2001:db8::g"'),
+        ("hostname", '"api.example.com"', '"-bad-.example.com"'),
     ],
 )
 def test_formats_stay_inside_the_json_string(default_tokenizer, fmt, good, bad):
@@ -234,3 +240,97 @@ def test_formats_stay_inside_the_json_string(default_tokenizer, fmt, good, bad):
         ids = default_tokenizer.encode(text, add_special_tokens=False)
         accepted = all(m.accepts(t) and (m.advance(t) or True) for t in ids) and m.is_accepting()
         assert accepted == ok, text
+
+
+@pytest.mark.parametrize("fmt", ["ipv4", "ipv6", "hostname", "email", "uuid", "date", "date-time"])
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_format_patterns_only_produce_what_the_checkers_accept(fmt, data):
+    """Every string our format pattern allows passes jsonschema's checker (where one is
+    installed) or, for hostname, RFC 1123's label rules and a letters-only last label;
+    dates and date-times also parse with Python's ``datetime``."""
+    import re as re_
+
+    from grammars.json_schema import _FORMAT_PATTERNS
+
+    text = data.draw(st.from_regex(_FORMAT_PATTERNS[fmt], fullmatch=True))
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+    if fmt in checker.checkers:
+        assert checker.conforms(text, fmt), text
+    if fmt in ("date", "date-time"):
+        import datetime
+
+        (datetime.date if fmt == "date" else datetime.datetime).fromisoformat(text.replace("Z", "+00:00"))
+    if fmt == "hostname":
+        labels = text.split(".")
+        assert len(text) <= 253 and labels[-1].isalpha()
+        assert all(
+            re_.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?", x) and len(x) <= 63 for x in labels
+        )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lo=st.none() | st.integers(-3000, 3000),
+    span=st.none() | st.integers(0, 4000),
+    exclusive=st.booleans(),
+    value=st.integers(-10_000, 10_000),
+)
+def test_integer_bounds_accept_exactly_the_integers_jsonschema_accepts(lo, span, exclusive, value):
+    """The regex of a bounded integer schema against jsonschema on the same number, for
+    inclusive and exclusive bounds, one-sided and two-sided (and negative numbers)."""
+    import re as re_
+
+    from grammars.json_schema import schema_to_regex
+
+    schema: dict = {"type": "integer"}
+    if lo is not None:
+        schema["exclusiveMinimum" if exclusive else "minimum"] = lo
+    if span is not None:
+        schema["exclusiveMaximum" if exclusive else "maximum"] = (lo or 0) + span + (1 if exclusive else 0)
+    try:
+        pattern = schema_to_regex(schema, whitespace="compact")
+    except SchemaError:
+        return  # an empty range, said so
+    valid = jsonschema.Draft202012Validator(schema).is_valid(value)
+    assert bool(re_.fullmatch(pattern, json.dumps(value))) == valid, (schema, value)
+    assert not re_.fullmatch(pattern, "01")
+
+
+def test_integer_bounds_in_objects_and_enums(default_tokenizer):
+    schema = {
+        "type": "object",
+        "properties": {
+            "age": {"type": "integer", "minimum": 0, "maximum": 130},
+            "level": {"type": "integer", "enum": [1, 5, 9], "minimum": 5},
+        },
+        "required": ["age", "level"],
+    }
+    c = compile_json_schema(schema, default_tokenizer, whitespace="compact")
+    for text, ok in (
+        ('{"age":42,"level":9}', True),
+        ('{"age":131,"level":9}', False),
+        ('{"age":4,"level":1}', False),
+    ):
+        m = c.matcher()
+        accepted = True
+        for t in default_tokenizer.encode(text, add_special_tokens=False):
+            if not m.accepts(t):
+                accepted = False
+                break
+            m.advance(t)
+        assert (accepted and m.is_accepting()) == ok, text
+        assert jsonschema.Draft202012Validator(schema).is_valid(json.loads(text)) == ok
+
+
+def test_a_schema_whose_regex_would_explode_is_refused_not_a_crash():
+    """MaskBench's audit-log schema (hundreds of optional properties through $refs) made
+    outlines-core's builder allocate gigabytes and abort the interpreter."""
+    from grammars.json_schema import schema_to_regex
+
+    path = shared_path("maskbench", "Github_ultra---o13934.json")
+    schema = json.loads(path.read_text())["schema"]
+    with pytest.raises(UnsupportedSchemaError, match="million characters"):
+        schema_to_regex(schema)
+    many = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(40)}}
+    assert len(schema_to_regex(many)) > 10_000  # ordinary optional properties still build
