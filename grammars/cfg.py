@@ -24,7 +24,7 @@ import torch
 from grammars.lexer_dfa import DEAD, START, LexerDFA
 from grammars.syntax import Syntax
 from grammars.token_tables import TokenBytes, TokenTable, TrieNode, build_table, load_table, save_table
-from plugin.errors import ConstraintViolation, PromptError
+from plugin.errors import ConstraintViolation, prefix_error
 from plugin.matcher import Matcher
 from plugin.vocabulary import Vocabulary
 
@@ -78,12 +78,7 @@ class CompiledGrammar:
             if q == START or self.syntax.ok_states(syn)[q]:
                 return GrammarMatcher(self, _State(q, syn, None, -1, 0, data))
             i = len(data)
-        line = data[:i].count(b"\n") + 1
-        column = i - (data.rfind(b"\n", 0, i) + 1) + 1
-        raise PromptError(
-            f"the grammar {self.name!r} cannot continue the prefix: it fails at line {line}, "
-            f"column {column}, after {_tail(data[:i])!r}"
-        )
+        raise prefix_error(f"the grammar {self.name!r}", data, i)
 
     def spellings(self) -> Spellings:
         """Byte string -> token ids, built once (used to spell forced bytes)."""
@@ -201,10 +196,6 @@ def _may_end(g: CompiledGrammar, q: int, syn: Hashable | None) -> bool:
         if syn is None:
             return False
     return g.syntax.finish(syn)
-
-
-def _tail(data: bytes, n: int = 60) -> bytes:
-    return data if len(data) <= n else b"..." + data[-n:]
 
 
 def _walk(

@@ -34,7 +34,7 @@ from typing import Any
 import outlines_core
 import torch
 
-from plugin.errors import ConstraintViolation, PromptError, RegexError
+from plugin.errors import ConstraintViolation, RegexError, prefix_error
 from plugin.matcher import Matcher
 from plugin.paths import cache_dir
 from plugin.vocabulary import Vocabulary
@@ -98,13 +98,7 @@ class CompiledDFA:
                     if found is not None:
                         states[end] = found
                         break
-        reached = max(states)
-        line = data[:reached].count(b"\n") + 1
-        column = reached - (data.rfind(b"\n", 0, reached) + 1) + 1
-        raise PromptError(
-            f"the pattern cannot continue the prefix: it stops matching at line {line}, column {column}, "
-            f"after {data[max(0, reached - 30) : reached].decode(errors='replace')!r}"
-        )
+        raise prefix_error("the pattern", data, max(states))
 
     @property
     def index(self) -> Any:

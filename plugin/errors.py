@@ -53,6 +53,18 @@ class PromptError(StencilError):
     """A prompt is empty or does not fit the model's context window."""
 
 
+def prefix_error(constraint: str, data: bytes, offset: int) -> PromptError:
+    """The ``PromptError`` for a completion-mode prefix that ``constraint`` cannot read
+    past byte ``offset``: where (line, column) and the text just before."""
+    line = data[:offset].count(b"\n") + 1
+    column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+    before = data[:offset].decode("utf-8", errors="replace")
+    tail = before if len(before) <= 60 else "..." + before[-60:]
+    return PromptError(
+        f"{constraint} cannot continue the prefix: it fails at line {line}, column {column}, after {tail!r}"
+    )
+
+
 class ConstraintViolation(StencilError):
     """A token was advanced that the constraint does not allow.
 

@@ -180,5 +180,5 @@ def test_completion_mode_continues_any_prefix_of_the_language(default_tokenizer,
 
 def test_completion_mode_names_where_the_prefix_stops_matching(default_tokenizer):
     compiled = compile_regex(r'\{"id": [0-9]{1,4}, "tag": "[a-zé]{0,6}"\}', default_tokenizer)
-    with pytest.raises(PromptError, match=r"line 1, column 10, after '\{\"id\": 12'"):
+    with pytest.raises(PromptError, match=r"fails at line 1, column 10, after '\{\"id\": 12'"):
         compiled.matcher_after('{"id": 12x')
