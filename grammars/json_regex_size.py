@@ -15,14 +15,19 @@ from typing import Any
 
 LEAF = 60  # a string, number or literal's regex, about
 REF_DEPTH = 3  # recursive references are followed this deep (the builder unrolls them)
+MAX_VISITS = 200_000  # subschemas visited (references re-walk their targets)
 
 
 def estimate(schema: Any, root: Any, resolve: Any) -> tuple[int, str]:
     """``(characters, pointer of the largest object)`` for ``schema``; ``resolve(ref)``
     returns the target of a local ``$ref``."""
     worst = {"size": 0, "at": ""}
+    visits = [0]
 
     def size(node: Any, at: str, refs: tuple[str, ...]) -> int:
+        visits[0] += 1
+        if visits[0] > MAX_VISITS:  # references fanning out: the regex would be as large
+            raise _TooLarge(at)
         if not isinstance(node, Mapping):
             return LEAF
         total = 0
@@ -60,4 +65,11 @@ def estimate(schema: Any, root: Any, resolve: Any) -> tuple[int, str]:
             total += sum(len(str(v)) + 4 for v in enum)
         return max(total, LEAF)
 
-    return size(schema, "", ()), worst["at"]
+    try:
+        return size(schema, "", ()), worst["at"]
+    except _TooLarge as exc:
+        return 10**18, exc.args[0]
+
+
+class _TooLarge(Exception):
+    """The walk itself grew past MAX_VISITS nodes."""
