@@ -156,6 +156,8 @@ async def measure(
                 {
                     "latency_s": latency,
                     "first_token_s": data.get("first_token_seconds"),
+                    "prefill_s": data.get("prefill_seconds"),
+                    "constraint_build_s": data.get("constraint_build_seconds"),
                     "tokens": data.get("tokens", 0),
                     "text": item.text_edit.new_text if item is not None else "",
                 }
@@ -195,6 +197,10 @@ async def run(sizes: list[int], repeats: int) -> dict[str, Any]:
                     "first_token_ms_p50": percentile(ttft, 0.5) if ttft else None,
                     "first_token_ms_p95": percentile(ttft, 0.95) if ttft else None,
                     "tokens_mean": sum(r["tokens"] for r in rows) / len(rows),
+                    "prefill_ms_p50": percentile([(r["prefill_s"] or 0) * 1e3 for r in rows], 0.5),
+                    "constraint_build_ms_p50": percentile(
+                        [(r["constraint_build_s"] or 0) * 1e3 for r in rows], 0.5
+                    ),
                     "rows": rows,
                 }
                 print(
@@ -218,6 +224,13 @@ def print_table(results: dict[str, Any]) -> None:
             + " | ".join(f"{c:.0f}" for c in cells)
             + f" | {r['tokens_mean']:.1f} |"
         )
+    print(
+        "\nTTFT p50 breakdown (server): "
+        + "; ".join(
+            f"{k} prefill {r['prefill_ms_p50']:.0f} ms, constraint {r['constraint_build_ms_p50']:.1f} ms"
+            for k, r in results.items()
+        )
+    )
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

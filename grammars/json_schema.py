@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jsonschema
@@ -181,14 +181,19 @@ _FORMAT_PATTERNS = {
 }
 
 
-def _formats_as_patterns(node: Any) -> Any:
-    """A copy of ``node`` with date-time/date/time formats replaced by exact patterns."""
+def _rewrite(node: Any, rule: Callable[[dict[str, Any]], Any]) -> Any:
+    """A copy of ``node`` with ``rule`` applied to every subschema, innermost first
+    (values under ``enum``, ``const``, ``default`` and ``examples`` are not schemas)."""
     if isinstance(node, list):
-        return [_formats_as_patterns(v) for v in node]
+        return [_rewrite(v, rule) for v in node]
     if not isinstance(node, Mapping):
         return node
-    literal = ("enum", "const", "default", "examples")  # values, not schemas
-    out = {k: v if k in literal else _formats_as_patterns(v) for k, v in node.items()}
+    literal = ("enum", "const", "default", "examples")
+    return rule({k: v if k in literal else _rewrite(v, rule) for k, v in node.items()})
+
+
+def _format_as_pattern(out: dict[str, Any]) -> dict[str, Any]:
+    """A supported ``format`` replaced by our exact pattern."""
     fmt = out.get("format")
     if isinstance(fmt, str) and fmt in _FORMAT_PATTERNS and "pattern" not in out:
         del out["format"]
@@ -218,24 +223,19 @@ def _allows_nothing(schema: Any) -> bool:
     return isinstance(values, list) and not any(_fits(v, schema) for v in values)
 
 
-def _bounds_as_placeholders(node: Any, found: dict[str, str], marker: str) -> Any:
-    """A copy of ``node`` where each bounded integer schema is a ``const`` placeholder
-    string (its regex, by :func:`integer_range_regex`, goes into ``found``); an ``enum``
-    or ``const`` next to bounds is filtered by them instead."""
-    if isinstance(node, list):
-        return [_bounds_as_placeholders(v, found, marker) for v in node]
-    if not isinstance(node, Mapping):
-        return node
-    literal = ("enum", "const", "default", "examples")  # values, not schemas
-    out = {k: v if k in literal else _bounds_as_placeholders(v, found, marker) for k, v in node.items()}
+def _bounds_as_placeholder(out: dict[str, Any], found: dict[str, str], marker: str) -> dict[str, Any]:
+    """A bounded integer schema as a ``const`` placeholder string (its regex, by
+    :func:`integer_range_regex`, goes into ``found``); an ``enum`` or ``const`` next to
+    bounds is filtered by them instead."""
     if out.get("type") != "integer" or not any(k in out for k in BOUND_KEYWORDS):
         return out
     lo, hi = integer_bounds(out)
+    bounded = dict(out)
     for key in BOUND_KEYWORDS:
         out.pop(key, None)
     if "enum" in out or "const" in out:
         values = out.pop("enum") if "enum" in out else [out.pop("const")]
-        out["enum"] = [v for v in values if _fits(v, node)]
+        out["enum"] = [v for v in values if _fits(v, bounded)]
         return out
     name = f"{marker}{len(found)}"
     found[name] = integer_range_regex(lo, hi)
@@ -476,7 +476,9 @@ def schema_to_regex(schema: Any, *, whitespace: str = "flexible", strict: bool =
     while marker in text:  # a placeholder no schema string contains
         marker += "Q"
     ranges: dict[str, str] = {}
-    prepared = _bounds_as_placeholders(_formats_as_patterns(cleaned), ranges, marker)
+    prepared = _rewrite(
+        cleaned, lambda node: _bounds_as_placeholder(_format_as_pattern(node), ranges, marker)
+    )
     try:
         regex = build_regex_from_schema(json.dumps(prepared), ws)
     except ValueError as exc:

@@ -232,6 +232,8 @@ def _timings(found: Completion) -> dict[str, Any]:
         "seconds": found.seconds,
         "first_token_seconds": found.first_token_seconds,
         "prompt_tokens": found.stats.get("prompt_tokens"),
+        "prefill_seconds": found.stats.get("prefill_seconds"),
+        "constraint_build_seconds": found.stats.get("constraint_build_seconds"),
     }
 
 
