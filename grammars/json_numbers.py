@@ -81,3 +81,56 @@ def _same_width(a: str, b: str) -> str:
         parts.append(f"[{int(a[0]) + 1}-{int(b[0]) - 1}][0-9]{{{rest}}}")
     parts.append(b[0] + _same_width("0" * rest, b[1:]))
     return "(?:" + "|".join(parts) + ")"
+
+
+_ANY_FRACTION = r"(?:\.[0-9]+)?"
+_ZERO_FRACTION = r"(?:\.0+)?"
+_NONZERO_FRACTION = r"\.[0-9]*[1-9][0-9]*"
+
+
+def number_range_regex(lo: float | None, lo_excl: bool, hi: float | None, hi_excl: bool) -> str | None:
+    """A regex of JSON numerals, written without exponent, of values within the bounds
+    (``None`` when there are none). Bounds that are not integers are tightened to the
+    nearest integer inside (under-accepts, never over-accepts); so are ``-0`` forms and
+    exponents left out."""
+    if lo is not None and not float(lo).is_integer():
+        lo, lo_excl = math.ceil(lo), False
+    if hi is not None and not float(hi).is_integer():
+        hi, hi_excl = math.floor(hi), False
+    lo_i = None if lo is None else int(lo)
+    hi_i = None if hi is None else int(hi)
+    parts = []
+    if hi_i is None or hi_i > 0 or (hi_i == 0 and not hi_excl):  # values >= 0
+        if lo_i is None or lo_i < 0:
+            parts += _magnitudes(0, False, hi_i, hi_excl)
+        else:
+            parts += _magnitudes(lo_i, lo_excl, hi_i, hi_excl)
+    if lo_i is None or lo_i < 0:  # values < 0: "-" and a magnitude y, lo <= -y <= hi
+        low, low_excl = (0, True) if hi_i is None or hi_i >= 0 else (-hi_i, hi_excl)
+        parts += ["-" + p for p in _magnitudes(low, low_excl, None if lo_i is None else -lo_i, lo_excl)]
+    return "(?:" + "|".join(parts) + ")" if parts else None
+
+
+def _magnitudes(low: int, low_excl: bool, high: int | None, high_excl: bool) -> list[str]:
+    """Decimals ``A.F`` (no sign) with ``low <(=) A.F <(=) high``, ``low >= 0``: split on
+    the integer part A, each piece saying which fractions (zero or not) it allows."""
+    cuts = sorted({0, low, low + 1, *(() if high is None else (high, high + 1))})
+    pieces = []
+    for i, a in enumerate(cuts):
+        b = cuts[i + 1] - 1 if i + 1 < len(cuts) else None
+        zero = nonzero = True
+        if a < low:
+            zero = nonzero = False
+        elif a == low and low_excl:
+            zero = False
+        if high is not None:
+            if a > high:
+                zero = nonzero = False
+            elif a == high:
+                nonzero = False
+                zero = zero and not high_excl
+        if not (zero or nonzero):
+            continue
+        fraction = _ANY_FRACTION if zero and nonzero else _ZERO_FRACTION if zero else _NONZERO_FRACTION
+        pieces.append(_naturals(a, b) + fraction)
+    return pieces

@@ -75,3 +75,14 @@ class ConstraintViolation(StencilError):
 
 class OptionError(StencilError):
     """An argument is out of range, unknown, or conflicts with another."""
+
+
+class CompileTimeout(StencilError):
+    """Compiling a constraint ran past its budget (a huge or pathological schema).
+
+    Raised instead of hanging: the message names what was being built."""
+
+    def __init__(self, what: str, budget_s: float | None = None) -> None:
+        self.budget_s = budget_s
+        limit = f" within {budget_s:g} s" if budget_s is not None else ""
+        super().__init__(f"compile budget exceeded{limit}: {what}")

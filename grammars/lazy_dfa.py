@@ -1,0 +1,327 @@
+"""A byte automaton built as decoding reaches it, and its token masks.
+
+Why lazy: a JSON Schema's automaton can be huge (optional properties, nesting,
+recursive ``$ref``s) while one decode visits a few dozen of its states. Building it
+whole is what made the regex route slow to start (outlines-core indexes every state
+over the whole vocabulary: 0.6 s p50 on MaskBench, minutes for some schemas). Here:
+
+* :class:`LazyNFA` is a Thompson NFA over bytes whose parts may be *deferred*: a
+  placeholder state holds a function that builds its fragment, called the first time
+  an epsilon closure reaches it. Recursive schemas are therefore infinite NFAs that are
+  only ever built as deep as the text goes.
+* :class:`LazyDFA` determinises on demand: a DFA state is the set of NFA states (closed
+  under epsilon) and its 256-entry transition row is computed when first needed.
+* :class:`TokenMasks` computes the tokens allowed in a DFA state by walking every token
+  of the vocabulary at once, column by column over a padded byte matrix (numpy), so no
+  Python loop runs over the vocabulary. Tokens that die leave the walk at once, so a
+  state that only allows ``{`` costs one gather over the vocabulary.
+* :class:`CompiledLazyDFA` offers what :class:`grammars.dfa.DFAMatcher` needs (the same
+  surface as the outlines-core route), with per-state masks cached.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from grammars.byte_nfa import ByteNFA
+from plugin.errors import CompileTimeout, prefix_error
+from plugin.vocabulary import Vocabulary
+
+DEAD = 0
+_FAR = 1 << 30
+_ROW_THRESHOLD = 512  # states allowing at least this many tokens get a cached bool row
+_ROW_CACHE = 256
+_DISTANCE_VISITS = 20_000  # DFA states a distance search may visit before giving up
+MAX_EXPANSIONS = 50_000  # deferred fragments built in one closure: a loop that reads nothing
+
+
+class LazyNFA(ByteNFA):
+    """A :class:`ByteNFA` whose fragments may be built on first use (see module doc).
+
+    ``deadline`` (a ``time.perf_counter`` value) bounds the building done while the
+    constraint is compiled; past it :class:`CompileTimeout` is raised. Later expansions,
+    during decoding, are bounded by :data:`MAX_EXPANSIONS` per closure instead.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: dict[int, tuple[Callable[[], tuple[int, int]], int]] = {}
+        self.deadline: float | None = None
+        self.budget_label = ""
+
+    def defer(self, build: Callable[[], tuple[int, int]]) -> tuple[int, int]:
+        """A (start, end) pair standing for the fragment ``build()`` will make."""
+        start, end = self.new_state(), self.new_state()
+        self.pending[start] = (build, end)
+        return start, end
+
+    def expand(self, state: int) -> None:
+        """Build the fragment deferred at ``state`` and link it in."""
+        build, end = self.pending.pop(state)
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise CompileTimeout(self.budget_label)
+        s, e = build()
+        self.eps[state].append(s)
+        self.eps[e].append(end)
+
+
+class LazyDFA:
+    """Subset construction on demand over a :class:`LazyNFA` (state 0 is dead)."""
+
+    def __init__(self, nfa: LazyNFA, start: int, accept: int) -> None:
+        self.nfa = nfa
+        self.accept = accept
+        self.sets: list[frozenset[int]] = [frozenset()]
+        self._ids: dict[frozenset[int], int] = {frozenset(): DEAD}
+        self._closures: dict[frozenset[int], int] = {}
+        self.trans = np.zeros((64, 256), dtype=np.int32)
+        self.built = np.zeros(64, dtype=bool)
+        self.built[DEAD] = True
+        self.final: list[bool] = [False]
+        self.start = self.closure(frozenset([start]))
+
+    def closure(self, targets: frozenset[int]) -> int:
+        """The DFA state of the epsilon closure of ``targets`` (expanding deferred parts)."""
+        hit = self._closures.get(targets)
+        if hit is not None:
+            return hit
+        nfa = self.nfa
+        seen = set(targets)
+        stack = list(targets)
+        expansions = 0
+        while stack:
+            s = stack.pop()
+            if s in nfa.pending:
+                expansions += 1
+                if expansions > MAX_EXPANSIONS:
+                    raise CompileTimeout("the schema nests without reading input (a $ref loop?)")
+                nfa.expand(s)
+            for t in nfa.eps[s]:
+                if t not in seen:
+                    seen.add(t)
+                    stack.append(t)
+        core = frozenset(s for s in seen if nfa.edges[s] or s == self.accept)
+        q = self._ids.get(core)
+        if q is None:
+            q = len(self.sets)
+            self.sets.append(core)
+            self._ids[core] = q
+            self.final.append(self.accept in core)
+            if q >= self.trans.shape[0]:
+                self.trans = np.concatenate([self.trans, np.zeros_like(self.trans)])
+                self.built = np.concatenate([self.built, np.zeros_like(self.built)])
+        self._closures[targets] = q
+        return q
+
+    def build_row(self, q: int) -> None:
+        """Compute the transition row of state ``q`` (one closure per byte class)."""
+        edges = [e for s in self.sets[q] for e in self.nfa.edges[s]]
+        cuts = sorted({0, 256, *(lo for lo, _, _ in edges), *(hi + 1 for _, hi, _ in edges)})
+        row = np.zeros(256, dtype=np.int32)
+        for a, b in itertools.pairwise(cuts):
+            targets = frozenset(t for lo, hi, t in edges if lo <= a and b - 1 <= hi)
+            if targets:
+                row[a:b] = self.closure(targets)
+        self.trans[q] = row  # after closure(): it may have grown the table
+        self.built[q] = True
+
+    def step(self, q: int, byte: int) -> int:
+        if not self.built[q]:
+            self.build_row(q)
+        return int(self.trans[q, byte])
+
+    def walk(self, q: int, data: bytes) -> int:
+        for byte in data:
+            if q == DEAD:
+                break
+            q = self.step(q, byte)
+        return q
+
+    def ensure_rows(self, states: np.ndarray) -> None:
+        """Build the rows of every state in ``states`` not built yet."""
+        if not self.built[states].all():
+            for q in np.unique(states).tolist():
+                if not self.built[q]:
+                    self.build_row(q)
+
+
+class TokenMasks:
+    """The vocabulary's text tokens as a byte matrix, sorted longest first (per vocab)."""
+
+    _CACHE: ClassVar[dict[str, TokenMasks]] = {}
+    _LOCK: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, vocab: Vocabulary) -> None:
+        ids = [i for i, b in enumerate(vocab.token_bytes) if b and i not in vocab.special_ids]
+        lengths = np.array([len(vocab.token_bytes[i]) for i in ids], dtype=np.int64)
+        order = np.argsort(-lengths, kind="stable")
+        self.ids = np.array(ids, dtype=np.int64)[order]
+        lengths = lengths[order]
+        matrix = np.zeros((len(ids), int(lengths.max())), dtype=np.uint8)
+        for row, i in enumerate(self.ids.tolist()):
+            b = vocab.token_bytes[i]
+            matrix[row, : len(b)] = np.frombuffer(b, dtype=np.uint8)
+        self.columns = np.ascontiguousarray(matrix.T)  # [max_len, n]: one column per byte offset
+        # rows [0, longer[j]) are the tokens with more than j bytes
+        self.longer = (lengths[None, :] > np.arange(self.columns.shape[0])[:, None]).sum(axis=1)
+
+    @classmethod
+    def of(cls, vocab: Vocabulary) -> TokenMasks:
+        with cls._LOCK:
+            hit = cls._CACHE.get(vocab.fingerprint)
+            if hit is None:
+                hit = cls._CACHE[vocab.fingerprint] = cls(vocab)
+            return hit
+
+    def allowed(self, dfa: LazyDFA, q: int) -> tuple[np.ndarray, np.ndarray]:
+        """(token ids allowed in ``q``, the state each leads to), ids sorted."""
+        live = np.arange(self.ids.size)
+        cur = np.full(live.size, q, dtype=np.int32)
+        done_rows: list[np.ndarray] = []
+        done_states: list[np.ndarray] = []
+        for j in range(self.columns.shape[0]):
+            k = self.longer[j]
+            if live.size and live[-1] >= k:  # tokens of exactly j bytes are complete
+                cut = int(np.searchsorted(live, k))
+                done_rows.append(live[cut:])
+                done_states.append(cur[cut:])
+                live, cur = live[:cut], cur[:cut]
+            if not live.size:
+                break
+            dfa.ensure_rows(cur)
+            cur = dfa.trans[cur, self.columns[j, live]]
+            keep = cur != DEAD
+            if not keep.all():
+                live, cur = live[keep], cur[keep]
+        if live.size:
+            done_rows.append(live)
+            done_states.append(cur)
+        rows = np.concatenate(done_rows) if done_rows else np.zeros(0, dtype=np.int64)
+        states = np.concatenate(done_states) if done_states else np.zeros(0, dtype=np.int32)
+        ids = self.ids[rows]
+        order = np.argsort(ids)
+        return ids[order], states[order]
+
+
+class CompiledLazyDFA:
+    """A lazily built byte automaton bound to one vocabulary (the surface
+    :class:`grammars.dfa.DFAMatcher` drives). Safe to share between threads."""
+
+    def __init__(self, dfa: LazyDFA, vocab: Vocabulary, description: str) -> None:
+        self.dfa = dfa
+        self.vocab = vocab
+        self.pattern = description
+        self.initial_state = dfa.start
+        self._masks = TokenMasks.of(vocab)
+        self._allowed: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
+        self._rows: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._distance: dict[int, int] = {}
+        self._lock = threading.RLock()
+        self._eos_tensor = torch.tensor(sorted(vocab.eos_ids), dtype=torch.long)
+        self._single_bytes = sorted(vocab.token_bytes[i][0] for i in vocab.single_byte_ids)
+
+    def matcher(self) -> Any:
+        from grammars.dfa import DFAMatcher
+
+        return DFAMatcher(self, (self.initial_state, None, 0, -1))
+
+    def matcher_after(self, prefix: str | bytes) -> Any:
+        """Completion mode: a matcher that has read ``prefix``. The automaton is over
+        bytes, so the prefix is read byte by byte (how it was tokenized cannot matter).
+        Raises ``PromptError`` naming where the constraint stops matching."""
+        from grammars.dfa import DFAMatcher
+
+        data = prefix.encode() if isinstance(prefix, str) else prefix
+        with self._lock:
+            q = self.initial_state
+            for i, byte in enumerate(data):
+                q = self.dfa.step(q, byte)
+                if q == DEAD:
+                    raise prefix_error("the schema", data, i)
+        return DFAMatcher(self, (q, None, 0, -1), data)
+
+    def is_final(self, state: int) -> bool:
+        return self.dfa.final[state]
+
+    def next_state(self, state: int, token_id: int) -> int | None:
+        if token_id in self.vocab.special_ids or not 0 <= token_id < self.vocab.size:
+            return None
+        with self._lock:
+            q = self.dfa.walk(state, self.vocab.token_bytes[token_id])
+        return None if q == DEAD else q
+
+    def _entry(self, state: int) -> tuple[torch.Tensor, np.ndarray]:
+        hit = self._allowed.get(state)
+        if hit is None:
+            with self._lock:
+                hit = self._allowed.get(state)
+                if hit is None:
+                    ids, ends = self._masks.allowed(self.dfa, state)
+                    hit = (torch.from_numpy(ids), ends)
+                    self._allowed[state] = hit
+        return hit
+
+    def allowed_ids(self, state: int) -> torch.Tensor:
+        """Text tokens allowed in ``state`` (EOS excluded), sorted."""
+        return self._entry(state)[0]
+
+    def allowed_row(self, state: int) -> torch.Tensor | None:
+        """A cached bool row for states allowing many tokens (an OR beats a scatter)."""
+        row = self._rows.get(state)
+        if row is not None:
+            return row
+        ids = self.allowed_ids(state)
+        if ids.numel() < _ROW_THRESHOLD:
+            return None
+        row = torch.zeros(self.vocab.size, dtype=torch.bool)
+        row[ids] = True
+        with self._lock:
+            self._rows[state] = row
+            while len(self._rows) > _ROW_CACHE:
+                self._rows.popitem(last=False)
+        return row
+
+    @property
+    def max_distance(self) -> int:
+        """Unknown for an automaton not built whole: budget checks always look."""
+        return _FAR
+
+    def distance(self, state: int) -> int:
+        """Tokens needed from ``state`` to acceptance, bounded above by a shortest path
+        over single-byte tokens (breadth-first, lazily built; ``_FAR`` if not found)."""
+        hit = self._distance.get(state)
+        if hit is not None:
+            return hit
+        with self._lock:
+            seen = {state: 0}
+            frontier = [state]
+            found = _FAR
+            while frontier and found == _FAR and len(seen) < _DISTANCE_VISITS:
+                nxt: list[int] = []
+                for q in frontier:
+                    if self.dfa.final[q]:
+                        found = seen[q]
+                        break
+                    for byte in self._single_bytes:
+                        r = self.dfa.step(q, byte)
+                        if r != DEAD and r not in seen:
+                            seen[r] = seen[q] + 1
+                            nxt.append(r)
+                frontier = nxt
+            self._distance[state] = found
+        return found
+
+    def next_distances(self, state: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(allowed ids, distance bound of the state each leads to) for ``state``."""
+        ids, ends = self._entry(state)
+        unique, inverse = np.unique(ends, return_inverse=True)
+        dist = np.array([self.distance(int(q)) for q in unique], dtype=np.int64)
+        return ids, torch.from_numpy(dist[inverse])
