@@ -118,6 +118,7 @@ class SchemaAutomaton:
         self._ws = sre_parse.parse(whitespace) if whitespace else None
         self._ws_builder = _Builder(self.nfa, False, False, False)
         self._eager: list[int] | None = None  # audit mode: placeholders still to build
+        self.dry = False  # audit mode: scalars are checked, not spelled out byte by byte
         self._built: set[Any] = set()
 
     # --- plumbing ------------------------------------------------------------------
@@ -149,12 +150,14 @@ class SchemaAutomaton:
         return start, cur
 
     def ws(self) -> Fragment:
-        if self._ws is None:
+        if self._ws is None or self.dry:
             s = self.new()
             return s, s
         return self._ws_builder.seq(list(self._ws))
 
     def regex(self, pattern: str) -> Fragment:
+        if self.dry:
+            return self.lit(b"0")
         return add_pattern(self.nfa, pattern)
 
     def nothing(self) -> Fragment:
@@ -179,6 +182,7 @@ class SchemaAutomaton:
         """Build every reachable subschema once, in a throwaway automaton, so that
         unsupported keywords and bad references surface at compile time."""
         self._eager = []
+        self.dry = True
         self.value(self.root, "")
         while self._eager:
             state = self._eager.pop()
@@ -191,6 +195,8 @@ class SchemaAutomaton:
         norm = self.norm.normalise(schema, at)
         if norm is FALSE:
             return self.nothing()
+        if "enum" in norm or "const" in norm:
+            return self.literals(norm, at)  # exact whatever else is there: values are validated
         for key in norm:
             if (
                 key in self.norm.asserting
@@ -200,8 +206,6 @@ class SchemaAutomaton:
                 self.unsupported(key, where(norm, key, at), "")
         if "anyOf" in norm or "oneOf" in norm:
             return self.branches(norm, at)
-        if "enum" in norm or "const" in norm:
-            return self.literals(norm, at)
         types = norm.get("type", list(_TYPES))
         types = [types] if isinstance(types, str) else list(types)
         for t in types:
@@ -217,9 +221,8 @@ class SchemaAutomaton:
         rest = {k: v for k, v in norm.items() if k != key}
         parts = [AllOf((rest, b)) if rest else b for b in norm[key]]
         if key == "oneOf" and not self._disjoint(parts, where(norm, "oneOf", at)):
-            self.unsupported(
-                "oneOf", where(norm, "oneOf", at), "branches that may overlap (exactly-one cannot be enforced)"
-            )
+            reason = "branches that may overlap (exactly-one cannot be enforced)"
+            self.unsupported("oneOf", where(norm, "oneOf", at), reason)
         return self.union([self.value(p, f"{at}/{key}/{i}") for i, p in enumerate(parts)])
 
     def _disjoint(self, parts: list[Any], at: str) -> bool:
@@ -349,7 +352,8 @@ class SchemaAutomaton:
         lo, hi = norm.get("minLength", 0), norm.get("maxLength")
         if hi is not None and lo > hi:
             raise SchemaError(f"unsatisfiable: minLength {lo} > maxLength {hi}", at)
-        if len(patterns) > 1 and self.unsupported("format", where(norm, "format", at), "format together with pattern"):
+        if len(patterns) > 1:
+            self.unsupported("format", where(norm, "format", at), "format together with pattern")
             patterns = patterns[:1]
         if patterns:
             keyword, pattern = patterns[0]
@@ -359,10 +363,12 @@ class SchemaAutomaton:
                     which = "minLength" if lo and (width is None or width[0] < lo) else "maxLength"
                     self.unsupported(which, where(norm, which, at), f"length bounds together with {keyword}")
             try:
-                content = add_string_pattern(self.nfa, pattern)
+                content = add_string_pattern(self.nfa, pattern, dry=self.dry)
             except UnsupportedPattern as exc:
                 self.unsupported(keyword, where(norm, keyword, at), str(exc))
-                content = add_string_chars(self.nfa, 0, None)
+                content = self.lit(b"")
+        elif self.dry:
+            content = self.lit(b"")
         else:
             content = add_string_chars(self.nfa, int(lo), None if hi is None else int(hi))
         return self.seq(self.lit(b'"'), content, self.lit(b'"'))
@@ -439,9 +445,11 @@ class SchemaAutomaton:
         n_required = sum(r for _, _, r in members)
         allow_empty = n_required > 0 or norm.get("minProperties", 0) == 0
         if norm.get("minProperties", 0) > max(n_required, 1):
-            self.unsupported("minProperties", where(norm, "minProperties", at), "more than the required properties")
+            reason = "more than the required properties"
+            self.unsupported("minProperties", where(norm, "minProperties", at), reason)
         if "maxProperties" in norm and (extra_keys or len(members) > norm["maxProperties"]):
-            self.unsupported("maxProperties", where(norm, "maxProperties", at), "fewer than the properties allowed")
+            reason = "fewer than the properties allowed"
+            self.unsupported("maxProperties", where(norm, "maxProperties", at), reason)
         start, end = self.new(), self.new()
         none = [self.new() for _ in range(len(members) + 1)]  # before member k, none written yet
         some = [self.new() for _ in range(len(members) + 1)]  # before member k, some written
@@ -494,9 +502,8 @@ class SchemaAutomaton:
         if patterns:
             schemas = list(patterns.values())
             if any(s != schemas[0] for s in schemas):
-                self.unsupported(
-                    "patternProperties", where(norm, "patternProperties", at), "patterns with different schemas"
-                )
+                reason = "patterns with different schemas"
+                self.unsupported("patternProperties", where(norm, "patternProperties", at), reason)
             clash = [n for n in names for p in patterns if re.search(p, n)]
             if clash:
                 self.unsupported(

@@ -97,7 +97,9 @@ def _audit(
     """Meta-check ``schema`` and build all of it once (see module docstring); return the
     normaliser to share and the (keyword, pointer) pairs dropped in non-strict mode."""
     _meta_check(schema)
-    normaliser = Normaliser(schema, _validator_class(schema)(schema))
+    # enum/const values are checked with formats too, as MaskBench's labels are
+    validator = _validator_class(schema)(schema, format_checker=jsonschema.FormatChecker())
+    normaliser = Normaliser(schema, validator)
     dropped: list[tuple[str, str]] = []
 
     def unsupported(keyword: str, pointer: str, reason: str = "") -> bool:

@@ -75,8 +75,11 @@ def _digit_bytes(lo: int, hi: int) -> list[tuple[int, int]]:
 class JsonStringBuilder(_Builder):
     """A :class:`_Builder` whose characters are JSON string spellings (module doc)."""
 
-    def __init__(self, nfa: ByteNFA, ignore_case: bool = False, dotall: bool = False) -> None:
+    def __init__(
+        self, nfa: ByteNFA, ignore_case: bool = False, dotall: bool = False, dry: bool = False
+    ) -> None:
         super().__init__(nfa, ignore_case, ascii_only=False, dotall=dotall)
+        self.dry = dry  # check the pattern's constructs only: every class is one edge
 
     def raw_chars(self, ranges: Ranges) -> tuple[int, int]:
         """Only the raw UTF-8 spellings of ``ranges`` (no escapes)."""
@@ -84,6 +87,10 @@ class JsonStringBuilder(_Builder):
 
     def chars(self, ranges: Ranges) -> tuple[int, int]:
         nfa = self.nfa
+        if self.dry:
+            start, end = nfa.new_state(), nfa.new_state()
+            nfa.edges[start].append((0x61, 0x61, end))
+            return start, end
         ranges = _normalise(ranges)
         start, end = nfa.new_state(), nfa.new_state()
         raw: Ranges = []
@@ -181,12 +188,12 @@ def pattern_width(pattern: str) -> tuple[int, int] | None:
     return lo, hi
 
 
-def add_string_pattern(nfa: ByteNFA, pattern: str) -> tuple[int, int]:
+def add_string_pattern(nfa: ByteNFA, pattern: str, dry: bool = False) -> tuple[int, int]:
     """The JSON spellings of strings that ``re.search(pattern, s)`` finds a match in
     (the string's content, without its quotes)."""
     parsed = parse_pattern(pattern)
     flags = parsed.state.flags
-    builder = JsonStringBuilder(nfa, bool(flags & re.IGNORECASE), bool(flags & re.DOTALL))
+    builder = JsonStringBuilder(nfa, bool(flags & re.IGNORECASE), bool(flags & re.DOTALL), dry)
     items = list(parsed)
     alternatives = [items]
     if len(items) == 1 and items[0][0] is sre_c.BRANCH:

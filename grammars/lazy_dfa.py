@@ -169,6 +169,7 @@ class TokenMasks:
         for row, i in enumerate(self.ids.tolist()):
             b = vocab.token_bytes[i]
             matrix[row, : len(b)] = np.frombuffer(b, dtype=np.uint8)
+        self.size = vocab.size
         self.columns = np.ascontiguousarray(matrix.T)  # [max_len, n]: one column per byte offset
         # rows [0, longer[j]) are the tokens with more than j bytes
         self.longer = (lengths[None, :] > np.arange(self.columns.shape[0])[:, None]).sum(axis=1)
@@ -183,11 +184,14 @@ class TokenMasks:
 
     def allowed(self, dfa: LazyDFA, q: int) -> tuple[np.ndarray, np.ndarray]:
         """(token ids allowed in ``q``, the state each leads to), ids sorted."""
-        live = np.arange(self.ids.size)
-        cur = np.full(live.size, q, dtype=np.int32)
+        if not dfa.built[q]:
+            dfa.build_row(q)
+        cur = dfa.trans[q][self.columns[0]]  # the first byte of every token, one lookup
+        live = np.flatnonzero(cur)
+        cur = cur[live]
         done_rows: list[np.ndarray] = []
         done_states: list[np.ndarray] = []
-        for j in range(self.columns.shape[0]):
+        for j in range(1, self.columns.shape[0]):
             k = self.longer[j]
             if live.size and live[-1] >= k:  # tokens of exactly j bytes are complete
                 cut = int(np.searchsorted(live, k))
@@ -204,11 +208,14 @@ class TokenMasks:
         if live.size:
             done_rows.append(live)
             done_states.append(cur)
-        rows = np.concatenate(done_rows) if done_rows else np.zeros(0, dtype=np.int64)
-        states = np.concatenate(done_states) if done_states else np.zeros(0, dtype=np.int32)
-        ids = self.ids[rows]
-        order = np.argsort(ids)
-        return ids[order], states[order]
+        if not done_rows:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
+        ids = self.ids[np.concatenate(done_rows)]
+        states = np.concatenate(done_states)
+        by_id = np.zeros(self.size, dtype=np.int32)  # scatter, then read back in id order:
+        by_id[ids] = states  # cheaper than sorting 100k ids
+        ids = np.flatnonzero(by_id)
+        return ids, by_id[ids]
 
 
 class CompiledLazyDFA:

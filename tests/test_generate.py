@@ -84,7 +84,7 @@ def test_json_outputs_validate_even_on_a_tight_budget(tiny_model, default_tokeni
     from grammars.json_schema import compile_json_schema
 
     compiled = compile_json_schema(SCHEMA, default_tokenizer, whitespace=r"[ ]?")
-    budget = compiled.distances()[compiled.initial_state] + slack
+    budget = compiled.distance(compiled.initial_state) + slack
     gen = constrained_generate(
         tiny_model,
         default_tokenizer,
