@@ -66,19 +66,36 @@ def replay_ours(constraint: Any, tokens: list[int], size: int) -> list[float]:
     return out
 
 
-def replay_outlines(constraint: Any, tokens: list[int], size: int) -> list[float]:
-    """µs per step for outlines-core's Guide: write_mask_into + advance."""
+def replay_outlines(index: Any, tokens: list[int], size: int) -> list[float]:
+    """µs per step for outlines-core's Guide: write_mask_into + advance (stops at the
+    first token its index refuses: its JSON Schema regex is not ours)."""
     import outlines_core
 
-    guide = outlines_core.Guide(constraint.index)
+    guide = outlines_core.Guide(index)
     words = torch.zeros((size + 1 + 31) // 32, dtype=torch.int32)
     out = []
     for t in tokens:
         start = time.perf_counter()
         guide.write_mask_into(words.data_ptr(), words.numel(), 4)
-        guide.advance(t, False)
+        try:
+            guide.advance(t, False)
+        except ValueError:
+            break
         out.append((time.perf_counter() - start) * 1e6)
     return out
+
+
+def outlines_index(constraint: Any, kw: dict[str, Any], vocab: Vocabulary) -> Any:
+    """The peer's index: ours for a regex; for a JSON Schema, outlines' own regex of it."""
+    if hasattr(constraint, "index"):
+        return constraint.index
+    import outlines_core
+    from outlines_core.json_schema import build_regex_from_schema
+
+    from grammars.dfa import _outlines_vocabulary
+
+    regex = build_regex_from_schema(json.dumps(kw["json_schema"]), r"[ ]?")
+    return outlines_core.Index(regex, _outlines_vocabulary(vocab))
 
 
 def main() -> None:
@@ -109,7 +126,7 @@ def main() -> None:
         steps = [us for r in results for us in r.step_constraint_us]
         tokens = results[0].token_ids
         ours = replay_ours(constraint, tokens, vocab.size)
-        peer = replay_outlines(constraint, tokens, vocab.size)
+        peer = replay_outlines(outlines_index(constraint, kw, vocab), tokens, vocab.size)
         row = {
             "task": name,
             "compile_seconds": compile_s,
