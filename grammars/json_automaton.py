@@ -176,7 +176,9 @@ class SchemaAutomaton:
         return self.nfa.defer(lambda: self.build(schema, at))
 
     def document(self) -> Fragment:
-        return self.seq(self.ws(), self.value(self.root, ""), self.ws())
+        """The whole output: one value, no whitespace around it (so the matcher is
+        finished at the value's end, and the model cannot trail blanks)."""
+        return self.value(self.root, "")
 
     def audit(self) -> None:
         """Build every reachable subschema once, in a throwaway automaton, so that

@@ -233,7 +233,10 @@ class CompiledLazyDFA:
         self._distance: dict[int, int] = {}
         self._lock = threading.RLock()
         self._eos_tensor = torch.tensor(sorted(vocab.eos_ids), dtype=torch.long)
-        self._single_bytes = sorted(vocab.token_bytes[i][0] for i in vocab.single_byte_ids)
+        self._single_bytes = np.array(sorted(vocab.token_bytes[i][0] for i in vocab.single_byte_ids))
+        self._blank = np.isin(self._single_bytes, list(b" \t\n\r"))
+        self._skippable = self._blank | np.isin(self._single_bytes, list(b"[{"))
+        self._next_distance: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def matcher(self) -> Any:
         from grammars.dfa import DFAMatcher
@@ -302,33 +305,53 @@ class CompiledLazyDFA:
         return _FAR
 
     def distance(self, state: int) -> int:
-        """Tokens needed from ``state`` to acceptance, bounded above by a shortest path
-        over single-byte tokens (breadth-first, lazily built; ``_FAR`` if not found)."""
+        """Tokens needed from ``state`` to acceptance, bounded above by a path over
+        single-byte tokens (``_FAR`` if none is found).
+
+        Any path found is a real completion, so the bound is sound even when the search
+        skips bytes: it first ignores whitespace, and ``[``/``{`` where another byte is
+        possible, since opening containers never shortens a completion; in an automaton
+        whose any-JSON values nest without end, searching them blows up exponentially.
+        """
         hit = self._distance.get(state)
-        if hit is not None:
-            return hit
-        with self._lock:
-            seen = {state: 0}
-            frontier = [state]
-            found = _FAR
-            while frontier and found == _FAR and len(seen) < _DISTANCE_VISITS:
-                nxt: list[int] = []
-                for q in frontier:
-                    if self.dfa.final[q]:
-                        found = seen[q]
-                        break
-                    for byte in self._single_bytes:
-                        r = self.dfa.step(q, byte)
-                        if r != DEAD and r not in seen:
-                            seen[r] = seen[q] + 1
-                            nxt.append(r)
-                frontier = nxt
-            self._distance[state] = found
-        return found
+        if hit is None:
+            with self._lock:
+                hit = self._search(state, prune=True)
+                if hit == _FAR:
+                    hit = self._search(state, prune=False)
+                self._distance[state] = hit
+        return hit
+
+    def _search(self, state: int, prune: bool) -> int:
+        """Breadth-first over distinct successor states (see :meth:`distance`)."""
+        seen = {state: 0}
+        frontier = [state]
+        while frontier and len(seen) < _DISTANCE_VISITS:
+            nxt: list[int] = []
+            for q in frontier:
+                if self.dfa.final[q]:
+                    return seen[q]
+                if not self.dfa.built[q]:
+                    self.dfa.build_row(q)
+                row = self.dfa.trans[q, self._single_bytes]
+                live = row != DEAD
+                if prune:
+                    plain = live & ~self._skippable
+                    live = plain if plain.any() else live & ~self._blank
+                for r in np.unique(row[live]).tolist():
+                    if r not in seen:
+                        seen[r] = seen[q] + 1
+                        nxt.append(r)
+            frontier = nxt
+        return _FAR
 
     def next_distances(self, state: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(allowed ids, distance bound of the state each leads to) for ``state``."""
-        ids, ends = self._entry(state)
-        unique, inverse = np.unique(ends, return_inverse=True)
-        dist = np.array([self.distance(int(q)) for q in unique], dtype=np.int64)
-        return ids, torch.from_numpy(dist[inverse])
+        """(allowed ids, distance bound of the state each leads to) for ``state``
+        (cached: the decode loop asks at every step once the budget is near)."""
+        hit = self._next_distance.get(state)
+        if hit is None:
+            ids, ends = self._entry(state)
+            unique, inverse = np.unique(ends, return_inverse=True)
+            dist = np.array([self.distance(int(q)) for q in unique], dtype=np.int64)
+            hit = self._next_distance[state] = (ids, torch.from_numpy(dist[inverse]))
+        return hit

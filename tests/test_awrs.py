@@ -106,12 +106,7 @@ def test_awrs_generation_is_valid_and_cheap(default_model, default_tokenizer):
 
     from plugin.api import constrained_generate
 
-    schema = {
-        "type": "object",
-        "properties": {"n": {"type": "integer"}},
-        "required": ["n"],
-        "additionalProperties": False,
-    }
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     for seed in range(3):
         gen = constrained_generate(
             default_model[0],
@@ -125,5 +120,5 @@ def test_awrs_generation_is_valid_and_cheap(default_model, default_tokenizer):
         )
         assert gen.finish_reason == "stop" and gen.valid
         assert isinstance(json.loads(gen.text)["n"], int)
-        assert gen.stats["checks_per_token_p50"] <= 4  # the mean includes the rare full masks
+        assert gen.stats["checks_per_token_p50"] <= 3  # the mean includes the rare full masks
         assert math.isfinite(gen.stats["log_weight"])
