@@ -49,7 +49,40 @@ _ROW_THRESHOLD = 512  # states allowing at least this many tokens get a cached b
 _ROW_CACHE = 256  # rows kept per compiled constraint (49k vocab: ~12 MB)
 
 
-class CompiledDFA:
+class AllowedRows:
+    """Cached bool rows of a compiled automaton's allowed tokens (mixed into both
+    routes; needs ``vocab``, ``allowed_ids``, ``_rows`` and ``_lock``)."""
+
+    vocab: Vocabulary
+    _rows: OrderedDict[int, torch.Tensor]
+    _lock: Any
+
+    def allowed_ids(self, state: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def allowed_row(self, state: int) -> torch.Tensor | None:
+        """A cached bool row of the allowed text tokens, for states that allow many.
+
+        OR-ing a row costs a few µs where scattering tens of thousands of ids costs tens;
+        small states keep the scatter. Rows are kept for the most recent states only.
+        """
+        row = self._rows.get(state)
+        if row is not None:
+            self._rows.move_to_end(state)
+            return row
+        ids = self.allowed_ids(state)
+        if ids.numel() < _ROW_THRESHOLD:
+            return None
+        row = torch.zeros(self.vocab.size, dtype=torch.bool)
+        row[ids] = True
+        with self._lock:
+            self._rows[state] = row
+            while len(self._rows) > _ROW_CACHE:
+                self._rows.popitem(last=False)
+        return row
+
+
+class CompiledDFA(AllowedRows):
     """An outlines-core index bound to one :class:`Vocabulary`; immutable, shareable."""
 
     def __init__(
@@ -125,16 +158,6 @@ class CompiledDFA:
             return None
         return self._index.get_next_state(state, token_id)
 
-    def allowed_row(self, state: int) -> torch.Tensor | None:
-        """A cached bool row of the allowed text tokens, for states that allow many.
-
-        OR-ing a row costs a few µs where scattering tens of thousands of ids costs tens;
-        small states keep the scatter. Rows are kept for the most recent states only.
-        """
-        row = self._rows.get(state)
-        if row is not None:
-            self._rows.move_to_end(state)
-            return row
         ids = self.allowed_ids(state)
         if ids.numel() < _ROW_THRESHOLD:
             return None

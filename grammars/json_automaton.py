@@ -70,19 +70,11 @@ _KEYWORDS = {
     "string": {"minLength", "maxLength", "pattern", "format", "contentMediaType", "contentEncoding"},
     "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
 }
-_SUPPORTED = {
-    "object": {
-        "properties",
-        "required",
-        "additionalProperties",
-        "patternProperties",
-        "minProperties",
-        "maxProperties",
-    },
-    "array": {"items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems"},
-    "string": {"minLength", "maxLength", "pattern", "format", "contentMediaType", "contentEncoding"},
-    "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
-}
+# keywords of a type this route cannot enforce (refused, or dropped when not strict)
+_REFUSED = {
+    "propertyNames", "dependentRequired", "dependentSchemas", "dependencies", "unevaluatedProperties",
+    "contains", "minContains", "maxContains", "unevaluatedItems",
+}  # fmt: skip
 _GENERAL = {"type", "enum", "const", "anyOf", "oneOf", "$defs", "definitions"}
 _RAW_KEY_CHARS = [(0x20, 0x21), (0x23, 0x5B), (0x5D, MAX_UNICODE)]  # what a key may hold unescaped
 Fragment = tuple[int, int]
@@ -296,7 +288,7 @@ class SchemaAutomaton:
     def typed(self, kind: str, norm: dict[str, Any], at: str) -> Fragment:
         group = "number" if kind == "integer" else kind
         for key in _KEYWORDS.get(group, ()):
-            if key in norm and key not in _SUPPORTED[group] and key in self.norm.asserting:
+            if key in norm and key in _REFUSED and key in self.norm.asserting:
                 self.unsupported(key, where(norm, key, at), "")
         if kind == "null":
             return self.lit(b"null")

@@ -26,19 +26,19 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from grammars.byte_nfa import ByteNFA
+from grammars.dfa import AllowedRows, DFAMatcher
+from grammars.token_tables import TokenBytes
 from plugin.errors import CompileTimeout, prefix_error
 from plugin.vocabulary import Vocabulary
 
 DEAD = 0
 _FAR = 1 << 30
-_ROW_THRESHOLD = 512  # states allowing at least this many tokens get a cached bool row
-_ROW_CACHE = 256
 _DISTANCE_VISITS = 20_000  # DFA states a distance search may visit before giving up
 MAX_EXPANSIONS = 50_000  # deferred fragments built in one closure: a loop that reads nothing
 
@@ -160,17 +160,12 @@ class TokenMasks:
     _LOCK: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, vocab: Vocabulary) -> None:
-        ids = [i for i, b in enumerate(vocab.token_bytes) if b and i not in vocab.special_ids]
-        lengths = np.array([len(vocab.token_bytes[i]) for i in ids], dtype=np.int64)
-        order = np.argsort(-lengths, kind="stable")
-        self.ids = np.array(ids, dtype=np.int64)[order]
-        lengths = lengths[order]
-        matrix = np.zeros((len(ids), int(lengths.max())), dtype=np.uint8)
-        for row, i in enumerate(self.ids.tolist()):
-            b = vocab.token_bytes[i]
-            matrix[row, : len(b)] = np.frombuffer(b, dtype=np.uint8)
+        tokens = TokenBytes.from_vocab(vocab)
+        order = np.argsort(-tokens.lengths, kind="stable")
+        self.ids = tokens.ids[order]
+        lengths = tokens.lengths[order]
         self.size = vocab.size
-        self.columns = np.ascontiguousarray(matrix.T)  # [max_len, n]: one column per byte offset
+        self.columns = np.ascontiguousarray(tokens.matrix[order].T)  # [max_len, n]: a column per offset
         # rows [0, longer[j]) are the tokens with more than j bytes
         self.longer = (lengths[None, :] > np.arange(self.columns.shape[0])[:, None]).sum(axis=1)
 
@@ -218,7 +213,7 @@ class TokenMasks:
         return ids, by_id[ids]
 
 
-class CompiledLazyDFA:
+class CompiledLazyDFA(AllowedRows):
     """A lazily built byte automaton bound to one vocabulary (the surface
     :class:`grammars.dfa.DFAMatcher` drives). Safe to share between threads."""
 
@@ -238,17 +233,13 @@ class CompiledLazyDFA:
         self._skippable = self._blank | np.isin(self._single_bytes, list(b"[{"))
         self._next_distance: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def matcher(self) -> Any:
-        from grammars.dfa import DFAMatcher
-
+    def matcher(self) -> DFAMatcher:
         return DFAMatcher(self, (self.initial_state, None, 0, -1))
 
-    def matcher_after(self, prefix: str | bytes) -> Any:
+    def matcher_after(self, prefix: str | bytes) -> DFAMatcher:
         """Completion mode: a matcher that has read ``prefix``. The automaton is over
         bytes, so the prefix is read byte by byte (how it was tokenized cannot matter).
         Raises ``PromptError`` naming where the constraint stops matching."""
-        from grammars.dfa import DFAMatcher
-
         data = prefix.encode() if isinstance(prefix, str) else prefix
         with self._lock:
             q = self.initial_state
@@ -282,22 +273,6 @@ class CompiledLazyDFA:
     def allowed_ids(self, state: int) -> torch.Tensor:
         """Text tokens allowed in ``state`` (EOS excluded), sorted."""
         return self._entry(state)[0]
-
-    def allowed_row(self, state: int) -> torch.Tensor | None:
-        """A cached bool row for states allowing many tokens (an OR beats a scatter)."""
-        row = self._rows.get(state)
-        if row is not None:
-            return row
-        ids = self.allowed_ids(state)
-        if ids.numel() < _ROW_THRESHOLD:
-            return None
-        row = torch.zeros(self.vocab.size, dtype=torch.bool)
-        row[ids] = True
-        with self._lock:
-            self._rows[state] = row
-            while len(self._rows) > _ROW_CACHE:
-                self._rows.popitem(last=False)
-        return row
 
     @property
     def max_distance(self) -> int:
