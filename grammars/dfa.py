@@ -158,17 +158,6 @@ class CompiledDFA(AllowedRows):
             return None
         return self._index.get_next_state(state, token_id)
 
-        ids = self.allowed_ids(state)
-        if ids.numel() < _ROW_THRESHOLD:
-            return None
-        row = torch.zeros(self.vocab.size, dtype=torch.bool)
-        row[ids] = True
-        with self._lock:
-            self._rows[state] = row
-            while len(self._rows) > _ROW_CACHE:
-                self._rows.popitem(last=False)
-        return row
-
     def allowed_ids(self, state: int) -> torch.Tensor:
         """Text tokens allowed in ``state`` (EOS excluded), as a cached long tensor."""
         ids = self._allowed.get(state)
