@@ -23,6 +23,7 @@ names and ``enum`` strings, numbers with exponents where bounds apply, strings w
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -339,10 +340,8 @@ class SchemaAutomaton:
         if isinstance(fmt, str) and "format" in self.norm.asserting:
             if fmt in self.formats:
                 patterns.append(("format", self.formats[fmt]))
-            elif fmt in _known_formats() and self.unsupported(
-                "format", where(norm, "format", at), f"format {fmt!r} is not enforced"
-            ):
-                pass
+            elif fmt in _known_formats():
+                self.unsupported("format", where(norm, "format", at), f"format {fmt!r} is not enforced")
         lo, hi = norm.get("minLength", 0), norm.get("maxLength")
         if hi is not None and lo > hi:
             raise SchemaError(f"unsatisfiable: minLength {lo} > maxLength {hi}", at)
@@ -378,6 +377,11 @@ class SchemaAutomaton:
         lo, hi = int(norm.get("minItems", 0)), norm.get("maxItems")
         if norm.get("uniqueItems") is True and (hi is None or hi > 1):
             self.unsupported("uniqueItems", where(norm, "uniqueItems", at), "")
+        if self._eager is not None:  # the audit reaches every element schema now, not per index
+            for i, item in enumerate(prefix):
+                self.value(item, f"{at}/prefixItems/{i}")
+            if rest is not False:
+                self.value(rest, rest_at)
         start, end = self.new(), self.new()
         self.seq(
             (start, start), self.lit(b"["), self.ws(), self._items(0, prefix, rest, rest_at, lo, hi, at, end)
@@ -599,6 +603,7 @@ def _kind(value: Any) -> str:
     return "array" if isinstance(value, list) else "object"
 
 
+@functools.cache
 def _known_formats() -> frozenset[str]:
     import jsonschema
 

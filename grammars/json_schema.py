@@ -167,7 +167,14 @@ def compile_json_schema(
             f"JSON Schema keyword {keyword!r} at {pointer or '/'!r} is not enforced and was dropped",
             stacklevel=2,
         )
-    automaton = SchemaAutomaton(schema, normaliser, ws, _FORMAT_PATTERNS, lambda *_: True)
+    def audited(keyword: str, pointer: str, reason: str = "") -> bool:
+        """The live automaton meets what the audit met: dropped ones stay dropped; in
+        strict mode anything else would be an audit gap, so it is refused, not ignored."""
+        if strict or (keyword, pointer) not in dropped:
+            raise UnsupportedSchemaError(keyword, pointer, reason)
+        return True
+
+    automaton = SchemaAutomaton(schema, normaliser, ws, _FORMAT_PATTERNS, audited)
     start, accept = automaton.document()
     automaton.nfa.deadline = deadline
     automaton.nfa.budget_label = "building the schema's first states"

@@ -51,6 +51,14 @@ def accepts_text(compiled, tokenizer, text: str) -> bool:
         ({"type": "object", "propertyNames": {"maxLength": 3}}, "propertyNames", "/propertyNames"),
         ({"type": "string", "pattern": "(?=a)"}, "pattern", "/pattern"),
         ({"if": {"type": "string"}, "then": {"maxLength": 3}}, "if", "/if"),
+        (
+            {
+                "type": "array",
+                "prefixItems": [{"type": "integer"}, {"format": "idn-email", "type": "string"}],
+            },
+            "format",
+            "/prefixItems/1/format",
+        ),
     ],
 )
 def test_unenforced_keywords_are_refused_with_their_pointer(default_tokenizer, schema, keyword, pointer):
