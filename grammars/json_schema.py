@@ -167,6 +167,7 @@ def compile_json_schema(
             f"JSON Schema keyword {keyword!r} at {pointer or '/'!r} is not enforced and was dropped",
             stacklevel=2,
         )
+
     def audited(keyword: str, pointer: str, reason: str = "") -> bool:
         """The live automaton meets what the audit met: dropped ones stay dropped; in
         strict mode anything else would be an audit gap, so it is refused, not ignored."""

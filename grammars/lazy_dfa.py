@@ -26,7 +26,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from plugin.vocabulary import Vocabulary
 DEAD = 0
 _FAR = 1 << 30
 _DISTANCE_VISITS = 20_000  # DFA states a distance search may visit before giving up
+_STATE_CACHE = 512  # per-state masks kept per compiled schema
 MAX_EXPANSIONS = 50_000  # deferred fragments built in one closure: a loop that reads nothing
 
 
@@ -65,9 +66,9 @@ class LazyNFA(ByteNFA):
 
     def expand(self, state: int) -> None:
         """Build the fragment deferred at ``state`` and link it in."""
-        build, end = self.pending.pop(state)
         if self.deadline is not None and time.perf_counter() > self.deadline:
             raise CompileTimeout(self.budget_label)
+        build, end = self.pending.pop(state)
         s, e = build()
         self.eps[state].append(s)
         self.eps[e].append(end)
@@ -223,7 +224,9 @@ class CompiledLazyDFA(AllowedRows):
         self.pattern = description
         self.initial_state = dfa.start
         self._masks = TokenMasks.of(vocab)
-        self._allowed: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
+        # per-state masks and distances, most recent kept: a state allowing most of a
+        # 128k vocabulary holds ~2.5 MB, and long strings visit a state per character
+        self._allowed: OrderedDict[int, tuple[torch.Tensor, np.ndarray]] = OrderedDict()
         self._rows: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._distance: dict[int, int] = {}
         self._lock = threading.RLock()
@@ -231,7 +234,7 @@ class CompiledLazyDFA(AllowedRows):
         self._single_bytes = np.array(sorted(vocab.token_bytes[i][0] for i in vocab.single_byte_ids))
         self._blank = np.isin(self._single_bytes, list(b" \t\n\r"))
         self._skippable = self._blank | np.isin(self._single_bytes, list(b"[{"))
-        self._next_distance: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._next_distance: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     def matcher(self) -> DFAMatcher:
         return DFAMatcher(self, (self.initial_state, None, 0, -1))
@@ -267,7 +270,7 @@ class CompiledLazyDFA(AllowedRows):
                 if hit is None:
                     ids, ends = self._masks.allowed(self.dfa, state)
                     hit = (torch.from_numpy(ids), ends)
-                    self._allowed[state] = hit
+                    _remember(self._allowed, state, hit)
         return hit
 
     def allowed_ids(self, state: int) -> torch.Tensor:
@@ -328,5 +331,14 @@ class CompiledLazyDFA(AllowedRows):
             ids, ends = self._entry(state)
             unique, inverse = np.unique(ends, return_inverse=True)
             dist = np.array([self.distance(int(q)) for q in unique], dtype=np.int64)
-            hit = self._next_distance[state] = (ids, torch.from_numpy(dist[inverse]))
+            hit = (ids, torch.from_numpy(dist[inverse]))
+            with self._lock:
+                _remember(self._next_distance, state, hit)
         return hit
+
+
+def _remember(cache: OrderedDict, key: int, value: Any) -> None:
+    """Put ``value`` in the bounded most-recent ``cache``."""
+    cache[key] = value
+    while len(cache) > _STATE_CACHE:
+        cache.popitem(last=False)
