@@ -127,6 +127,9 @@ def smc_decode(
             )
         model_seconds += time.perf_counter() - t0
         logits = out.logits[:, -1].float()
+    for i, part in enumerate(pool):
+        if not done[i] and part.matcher.is_finished():
+            part.finish_reason = FINISH_STOP  # as the decode loop: the budget ended where the constraint does
     weights = torch.tensor([p.log_weight for p in pool], dtype=torch.float64)
     if torch.isfinite(weights).any():
         chosen = int(torch.multinomial(torch.softmax(weights, dim=0).float(), 1, generator=_cpu(gen)))
