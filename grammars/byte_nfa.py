@@ -144,6 +144,28 @@ def _split_same_length(lo: int, hi: int) -> list[list[tuple[int, int]]]:
     return [[(enc_lo[k], enc_hi[k]) for k in range(n)]]
 
 
+_Trie = tuple[tuple[int, int, "_Trie"], ...]
+
+
+@functools.lru_cache(maxsize=4096)
+def _utf8_trie(ranges: tuple[tuple[int, int], ...]) -> _Trie:
+    """The UTF-8 byte-range trie of a normalised code-point class, as nested tuples
+    ((lo, hi, children), ...). Cached: the same classes (a JSON key's "any other
+    character", a format's alphabet) are built again for every object that uses them."""
+    trie: dict[tuple[int, int], dict] = {}
+    for lo, hi in ranges:
+        for seq in _utf8_sequences(lo, hi):
+            node = trie
+            for br in seq[:-1]:
+                node = node.setdefault(br, {})
+            node.setdefault(seq[-1], {})
+
+    def freeze(node: dict) -> _Trie:
+        return tuple((lo, hi, freeze(child)) for (lo, hi), child in node.items())
+
+    return freeze(trie)
+
+
 class _Builder:
     def __init__(self, nfa: ByteNFA, ignore_case: bool, ascii_only: bool, dotall: bool) -> None:
         self.nfa = nfa
@@ -154,24 +176,18 @@ class _Builder:
     def chars(self, ranges: Ranges) -> tuple[int, int]:
         """A fragment matching one code point out of ``ranges``."""
         start, end = self.nfa.new_state(), self.nfa.new_state()
-        trie: dict[tuple[int, int], dict] = {}
-        for lo, hi in _normalise(ranges):
-            for seq in _utf8_sequences(lo, hi):
-                node = trie
-                for br in seq[:-1]:
-                    node = node.setdefault(br, {})
-                node.setdefault(seq[-1], {})
+        edges = self.nfa.edges
 
-        def emit(node: dict, state: int) -> None:
-            for br, child in node.items():
+        def emit(node: _Trie, state: int) -> None:
+            for lo, hi, child in node:
                 if child:
                     mid = self.nfa.new_state()
-                    self.nfa.edges[state].append((br[0], br[1], mid))
+                    edges[state].append((lo, hi, mid))
                     emit(child, mid)
                 else:
-                    self.nfa.edges[state].append((br[0], br[1], end))
+                    edges[state].append((lo, hi, end))
 
-        emit(trie, start)
+        emit(_utf8_trie(tuple(_normalise(ranges))), start)
         return start, end
 
     def literal(self, cp: int) -> Ranges:

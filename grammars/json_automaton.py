@@ -102,8 +102,12 @@ class SchemaAutomaton:
         whitespace: str,
         formats: Mapping[str, str],
         unsupported: Callable[[str, str, str], bool],
+        implicit_extras: bool = True,
     ) -> None:
         self.root = root
+        # False: an object whose schema declares properties but says nothing of others
+        # (no additionalProperties/patternProperties) gets only the declared ones
+        self.implicit_extras = implicit_extras
         self.norm = normaliser
         self.formats = formats
         self.unsupported = unsupported
@@ -428,6 +432,8 @@ class SchemaAutomaton:
                         f"required property {name!r} is forbidden by additionalProperties: false", at
                     )
                 props[name] = True if patterns else extra
+        if not self.implicit_extras and props and "additionalProperties" not in norm and not patterns:
+            extra = False  # declared properties only: a subset of what the schema allows
         members: list[tuple[str, Any, bool]] = []
         for name, schema in props.items():
             matching = [s for p, s in patterns.items() if re.search(p, name)]
@@ -527,34 +533,47 @@ class SchemaAutomaton:
         return self.seq(self.lit(b'"'), content, self.lit(b'"'))
 
     def _other_key(self, names: list[str]) -> Fragment:
-        """A key spelled without escapes whose text is none of ``names``."""
-        start, quote, end = self.new(), self.new(), self.new()
+        """A key spelled without escapes whose text is none of ``names``.
+
+        A trie over ``names`` whose every node may leave it by a character no name
+        continues with, into one shared ``free`` loop (any key characters, then ``"``).
+        Nodes are built when reached; the loop and its non-ASCII entry are built once
+        per key, because a token walk from a key's start reaches every node one token
+        long, for every gap of every object."""
+        start, quote, end, free = self.new(), self.new(), self.new(), self.new()
         self.nfa.edges[start].append((0x22, 0x22, quote))
-        first, _ = self.nfa.defer(lambda: self._key_node("", frozenset(names), end))
+        builder = JsonStringBuilder(self.nfa)
+        s, e = builder.raw_chars(_RAW_KEY_CHARS)
+        self.link(free, s)
+        self.link(e, free)
+        self.nfa.edges[free].append((0x22, 0x22, end))
+        wide, wide_end = builder.raw_chars([(0x80, MAX_UNICODE)])
+        self.link(wide_end, free)
+        first, _ = self.nfa.defer(lambda: self._key_node("", frozenset(names), end, free, wide))
         self.link(quote, first)
         return start, end
 
-    def _key_node(self, prefix: str, names: frozenset[str], end: int) -> Fragment:
+    def _key_node(self, prefix: str, names: frozenset[str], end: int, free: int, wide: int) -> Fragment:
         """Key text after ``prefix`` (a prefix of some name): children follow the names,
-        any other character leaves them for good; ``"`` ends unless ``prefix`` is a name."""
+        any other character leaves them for ``free``; ``"`` ends unless ``prefix`` is a name."""
         builder = JsonStringBuilder(self.nfa)
         state, dead_end = self.new(), self.new()
         nexts = sorted({n[len(prefix)] for n in names if n.startswith(prefix) and len(n) > len(prefix)})
         for ch in nexts:
             s, e = builder.raw_chars([(ord(ch), ord(ch))])
             self.link(state, s)
-            child, _ = self.nfa.defer(lambda ch=ch: self._key_node(prefix + ch, names, end))
+            child, _ = self.nfa.defer(lambda ch=ch: self._key_node(prefix + ch, names, end, free, wide))
             self.link(e, child)
         others = _negate([(ord(c), ord(c)) for c in nexts] + [(0, 0x1F), (0x22, 0x22), (0x5C, 0x5C)])
-        if others:
-            free = self.new()
+        if any(ord(c) >= 0x80 for c in nexts):  # a name goes on with a non-ASCII character
             s, e = builder.raw_chars(others)
             self.link(state, s)
             self.link(e, free)
-            s2, e2 = builder.raw_chars(_RAW_KEY_CHARS)
-            self.link(free, s2)
-            self.link(e2, free)
-            self.nfa.edges[free].append((0x22, 0x22, end))
+        else:  # ASCII exits are single bytes; every non-ASCII character exits
+            for lo, hi in others:
+                if lo < 0x80:
+                    self.nfa.edges[state].append((lo, min(hi, 0x7F), free))
+            self.link(state, wide)
         if prefix not in names:
             self.nfa.edges[state].append((0x22, 0x22, end))
         return state, dead_end

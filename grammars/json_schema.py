@@ -122,7 +122,8 @@ def iter_dropped(schema: Any) -> Iterator[tuple[str, str]]:
     yield from dropped
 
 
-_MEMORY: OrderedDict[tuple[str, str, bool, str], CompiledLazyDFA] = OrderedDict()
+EXTRA_PROPERTIES = ("schema", "declared")
+_MEMORY: OrderedDict[tuple[str, str, bool, str, str], CompiledLazyDFA] = OrderedDict()
 _MEMORY_CAP = 64
 _LOCK = threading.Lock()
 
@@ -133,12 +134,18 @@ def compile_json_schema(
     *,
     whitespace: str = "flexible",
     strict: bool = True,
+    extra_properties: str = "schema",
     budget_s: float = DEFAULT_BUDGET_S,
 ) -> CompiledLazyDFA:
     """Compile ``schema`` into a constraint whose every accepted output validates.
 
     ``whitespace``: ``"flexible"`` (any whitespace JSON allows between tokens),
     ``"compact"`` (none), or a regex for what may stand between tokens.
+    ``extra_properties``: ``"schema"`` (undeclared properties wherever the schema
+    allows them; JSON Schema allows them unless ``additionalProperties`` says no) or
+    ``"declared"`` (an object whose schema lists ``properties`` but says nothing of
+    others holds only those: still valid output, and what generation usually wants,
+    since a model otherwise invents keys).
     ``budget_s``: seconds the compile (audit and first mask) may take before
     :class:`CompileTimeout`. Compiled schemas are kept in memory (per vocabulary), and
     so are the masks they computed.
@@ -149,7 +156,11 @@ def compile_json_schema(
     problem = regex_problem(ws)
     if problem:
         raise OptionError(f"whitespace: {problem}")
-    key = (json.dumps(schema, sort_keys=True), ws, strict, vocab.fingerprint)
+    if extra_properties not in EXTRA_PROPERTIES:
+        raise OptionError(
+            f"extra_properties must be one of {', '.join(EXTRA_PROPERTIES)}, got {extra_properties!r}"
+        )
+    key = (json.dumps(schema, sort_keys=True), ws, strict, extra_properties, vocab.fingerprint)
     with _LOCK:
         hit = _MEMORY.get(key)
         if hit is not None:
@@ -175,7 +186,8 @@ def compile_json_schema(
             raise UnsupportedSchemaError(keyword, pointer, reason)
         return True
 
-    automaton = SchemaAutomaton(schema, normaliser, ws, _FORMAT_PATTERNS, audited)
+    implicit = extra_properties == "schema"
+    automaton = SchemaAutomaton(schema, normaliser, ws, _FORMAT_PATTERNS, audited, implicit)
     start, accept = automaton.document()
     automaton.nfa.deadline = deadline
     automaton.nfa.budget_label = "building the schema's first states"

@@ -21,7 +21,6 @@ over the whole vocabulary: 0.6 s p50 on MaskBench, minutes for some schemas). He
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -40,6 +39,7 @@ from plugin.vocabulary import Vocabulary
 DEAD = 0
 _FAR = 1 << 30
 _DISTANCE_VISITS = 20_000  # DFA states a distance search may visit before giving up
+_LOOP_SHORTCUT = 64  # tokens led to one state by their first byte before the loop check pays
 _STATE_CACHE = 512  # per-state masks kept per compiled schema
 MAX_EXPANSIONS = 50_000  # deferred fragments built in one closure: a loop that reads nothing
 
@@ -87,6 +87,7 @@ class LazyDFA:
         self.built = np.zeros(64, dtype=bool)
         self.built[DEAD] = True
         self.final: list[bool] = [False]
+        self._free: dict[int, bool] = {}
         self.start = self.closure(frozenset([start]))
 
     def closure(self, targets: frozenset[int]) -> int:
@@ -126,11 +127,15 @@ class LazyDFA:
         """Compute the transition row of state ``q`` (one closure per byte class)."""
         edges = [e for s in self.sets[q] for e in self.nfa.edges[s]]
         cuts = sorted({0, 256, *(lo for lo, _, _ in edges), *(hi + 1 for _, hi, _ in edges)})
+        index = {c: i for i, c in enumerate(cuts)}
+        buckets: list[set[int]] = [set() for _ in range(len(cuts) - 1)]
+        for lo, hi, t in edges:  # each edge covers a run of whole byte classes
+            for i in range(index[lo], index[hi + 1]):
+                buckets[i].add(t)
         row = np.zeros(256, dtype=np.int32)
-        for a, b in itertools.pairwise(cuts):
-            targets = frozenset(t for lo, hi, t in edges if lo <= a and b - 1 <= hi)
+        for i, targets in enumerate(buckets):
             if targets:
-                row[a:b] = self.closure(targets)
+                row[cuts[i] : cuts[i + 1]] = self.closure(frozenset(targets))
         self.trans[q] = row  # after closure(): it may have grown the table
         self.built[q] = True
 
@@ -146,10 +151,41 @@ class LazyDFA:
             q = self.step(q, byte)
         return q
 
+    def free_text(self, q: int) -> bool:
+        """Whether every multi-byte UTF-8 character read from ``q`` comes back to ``q``
+        (inside a JSON string with no length bound or pattern). Cached per state."""
+        hit = self._free.get(q)
+        if hit is None:
+            hit = self._free[q] = self._all_wide_loop(q)
+        return hit
+
+    def _all_wide_loop(self, q: int) -> bool:
+        # lead-byte ranges, then the ranges of the continuation bytes, per UTF-8 form
+        forms = (
+            ((0xC2, 0xDF), ((0x80, 0xBF),)),
+            ((0xE0, 0xE0), ((0xA0, 0xBF), (0x80, 0xBF))),
+            ((0xE1, 0xEC), ((0x80, 0xBF), (0x80, 0xBF))),
+            ((0xED, 0xED), ((0x80, 0x9F), (0x80, 0xBF))),
+            ((0xEE, 0xEF), ((0x80, 0xBF), (0x80, 0xBF))),
+            ((0xF0, 0xF0), ((0x90, 0xBF), (0x80, 0xBF), (0x80, 0xBF))),
+            ((0xF1, 0xF3), ((0x80, 0xBF), (0x80, 0xBF), (0x80, 0xBF))),
+            ((0xF4, 0xF4), ((0x80, 0x8F), (0x80, 0xBF), (0x80, 0xBF))),
+        )
+        for (lo, hi), rest in forms:
+            states = {self.step(q, b) for b in range(lo, hi + 1)}
+            for clo, chi in rest:
+                if DEAD in states:
+                    return False
+                states = {self.step(m, b) for m in states for b in range(clo, chi + 1)}
+            if states != {q}:
+                return False
+        return True
+
     def ensure_rows(self, states: np.ndarray) -> None:
         """Build the rows of every state in ``states`` not built yet."""
-        if not self.built[states].all():
-            for q in np.unique(states).tolist():
+        todo = states[~self.built[states]]
+        if todo.size:
+            for q in np.unique(todo).tolist():
                 if not self.built[q]:
                     self.build_row(q)
 
@@ -169,6 +205,24 @@ class TokenMasks:
         self.columns = np.ascontiguousarray(tokens.matrix[order].T)  # [max_len, n]: a column per offset
         # rows [0, longer[j]) are the tokens with more than j bytes
         self.longer = (lengths[None, :] > np.arange(self.columns.shape[0])[:, None]).sum(axis=1)
+        # The first character of each token (its first byte when that byte does not
+        # start a whole UTF-8 character), and the set of bytes after it, as 4 x 64 bits:
+        # a token whose first character leads to a state on which all its other bytes
+        # loop ends there, with no walk (most tokens inside a free string).
+        raw = [tokens.raw[i] for i in order.tolist()]
+        self.head = np.array([_head_length(t) for t in raw], dtype=np.int8)
+        self.tail_sets = np.zeros((4, len(self.ids)), dtype=np.uint64)  # a word per row
+        for j in range(1, self.columns.shape[0]):
+            rows = np.arange(int(self.longer[j]))
+            rows = rows[self.head[rows] <= j]
+            col = self.columns[j, rows]
+            bit = np.left_shift(np.uint64(1), (col & 63).astype(np.uint64))
+            for w in range(4):
+                self.tail_sets[w, rows] |= np.where(col >> 6 == w, bit, np.uint64(0))
+        # in a free-text state (every multi-byte character loops) a tail of whole
+        # characters stays, whatever its non-ASCII bytes
+        whole = np.array([_is_utf8(t) for t in raw], dtype=bool)
+        self.plain_tail = ((self.tail_sets[2] | self.tail_sets[3]) == 0) | whole
 
     @classmethod
     def of(cls, vocab: Vocabulary) -> TokenMasks:
@@ -178,15 +232,62 @@ class TokenMasks:
                 hit = cls._CACHE[vocab.fingerprint] = cls(vocab)
             return hit
 
+    def _loop_shortcut(
+        self, dfa: LazyDFA, live: np.ndarray, cur: np.ndarray, done_rows: list, done_states: list
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Settle, with no walk, the tokens that end where their first character leads
+        because all their other bytes loop there (see ``__init__``); ``cur`` holds the
+        states after the first byte. Returns the rest of ``live``/``cur``, to be walked.
+        Exact: a looping byte (in free text, a whole character) keeps the automaton where
+        it is."""
+        dfa.ensure_rows(cur)
+        heads = cur.copy()  # the state after each token's first character
+        head = self.head[live]
+        at = np.flatnonzero(head > 1)
+        for k in range(1, 4):
+            at = at[head[at] > k]
+            if not at.size:
+                break
+            heads[at] = dfa.trans[heads[at], self.columns[k, live[at]]]
+            dfa.ensure_rows(heads[at])
+        keep = heads != DEAD  # a token whose first character is refused is dead
+        counts = np.bincount(heads)
+        for p in np.flatnonzero(counts > _LOOP_SHORTCUT).tolist():
+            if p == DEAD:
+                continue
+            at = np.flatnonzero(heads == p)
+            stays = at[self._stays(dfa, p, live[at], counts[p])]
+            done_rows.append(live[stays])
+            done_states.append(heads[stays])
+            keep[stays] = False
+        return live[keep], cur[keep]
+
+    def _stays(self, dfa: LazyDFA, p: int, rows: np.ndarray, count: int) -> np.ndarray:
+        """Which tokens ``rows`` keep ``p`` over the bytes after their first character."""
+        loops = dfa.trans[p] == p
+        free = dfa.free_text(p)
+        if free:
+            loops[0x80:] = True
+        outside = ~np.packbits(loops, bitorder="little").view(np.uint64)
+        whole = count * 4 > self.tail_sets.shape[1]  # most tokens: one pass, no gathers
+        strays = (self.tail_sets[0] if whole else self.tail_sets[0, rows]) & outside[0]
+        for w in range(1, 4):
+            strays |= (self.tail_sets[w] if whole else self.tail_sets[w, rows]) & outside[w]
+        ok = (strays[rows] if whole else strays) == 0
+        return ok & self.plain_tail[rows] if free else ok
+
     def allowed(self, dfa: LazyDFA, q: int) -> tuple[np.ndarray, np.ndarray]:
         """(token ids allowed in ``q``, the state each leads to), ids sorted."""
         if not dfa.built[q]:
             dfa.build_row(q)
-        cur = dfa.trans[q][self.columns[0]]  # the first byte of every token, one lookup
+        row = dfa.trans[q]
+        cur = row[self.columns[0]]  # the first byte of every token, one lookup
         live = np.flatnonzero(cur)
         cur = cur[live]
         done_rows: list[np.ndarray] = []
         done_states: list[np.ndarray] = []
+        if live.size > _LOOP_SHORTCUT:
+            live, cur = self._loop_shortcut(dfa, live, cur, done_rows, done_states)
         for j in range(1, self.columns.shape[0]):
             k = self.longer[j]
             if live.size and live[-1] >= k:  # tokens of exactly j bytes are complete
@@ -342,3 +443,23 @@ def _remember(cache: OrderedDict, key: int, value: Any) -> None:
     cache[key] = value
     while len(cache) > _STATE_CACHE:
         cache.popitem(last=False)
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _head_length(data: bytes) -> int:
+    """Bytes in the first character of ``data`` (1 if it does not start a whole one)."""
+    for n in (2, 3, 4):
+        if data[0] >= 0x80 and len(data) >= n:
+            try:
+                data[:n].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            return n
+    return 1

@@ -15,9 +15,11 @@ from plugin.vocabulary import Vocabulary
 
 SAMPLERS = ("mask", "awrs", "smc", "asap")
 JSON_GENERATION_WHITESPACE = r"[ ]?"
+JSON_GENERATION_EXTRAS = "declared"
 _OPTIONS = {
     "repetition_penalty",
     "whitespace",
+    "extra_properties",
     "strict",
     "jump_forward",
     "finish_within_budget",
@@ -67,6 +69,7 @@ def build_constraint(
     regex: str | None = None,
     whitespace: str = JSON_GENERATION_WHITESPACE,
     strict: bool = True,
+    extra_properties: str = JSON_GENERATION_EXTRAS,
 ) -> CompiledConstraint | None:
     """Compile the one constraint named by the keyword given (None when none is)."""
     given = [
@@ -83,7 +86,9 @@ def build_constraint(
     if json_schema is not None:
         from grammars.json_schema import compile_json_schema
 
-        return compile_json_schema(json_schema, tokenizer, whitespace=whitespace, strict=strict)
+        return compile_json_schema(
+            json_schema, tokenizer, whitespace=whitespace, strict=strict, extra_properties=extra_properties
+        )
     if grammar is not None:
         from grammars import compile as compile_grammar
 
@@ -196,7 +201,10 @@ def constrained_generate(
     unconstrained. Options: ``repetition_penalty`` (default 1.0), ``whitespace`` (JSON
     whitespace between tokens: ``"flexible"``, ``"compact"`` or a regex; default one
     optional space, so a small model cannot ramble in blanks), ``strict`` (refuse schema
-    keywords we cannot enforce; default True), ``jump_forward`` (default True),
+    keywords we cannot enforce; default True), ``extra_properties`` (``"declared"``, the
+    default: objects hold only the properties their schema lists unless it says more may
+    come; ``"schema"``: undeclared ones wherever JSON Schema allows them, see
+    :func:`grammars.compile_json_schema`), ``jump_forward`` (default True),
     ``finish_within_budget`` (near the end of ``max_new_tokens``, allow only tokens
     after which the constraint can still be completed in time; default True),
     ``constraint`` (an already compiled constraint), ``should_stop`` (a callable polled
@@ -238,6 +246,7 @@ def constrained_generate(
             regex=regex,
             whitespace=options.get("whitespace", JSON_GENERATION_WHITESPACE),
             strict=options.get("strict", True),
+            extra_properties=options.get("extra_properties", JSON_GENERATION_EXTRAS),
         )
     elif any(v is not None for v in (grammar, json_schema, regex)):
         raise OptionError("give either constraint= or grammar/json_schema/regex, not both")

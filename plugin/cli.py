@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--no-strict", action="store_true", help="drop unsupported schema keywords (with a warning)"
     )
+    gen.add_argument(
+        "--extra-properties",
+        choices=["declared", "schema"],
+        default="declared",
+        help="objects hold only declared properties unless the schema says more may come "
+        "(declared, default), or undeclared ones wherever JSON Schema allows (schema)",
+    )
     gen.add_argument("--json", action="store_true", help="print the Generation as JSON")
     _add_model_args(gen)
 
@@ -105,6 +112,7 @@ def _generate(args: argparse.Namespace) -> int:
             regex=args.regex,
             whitespace=args.whitespace or JSON_GENERATION_WHITESPACE,
             strict=not args.no_strict,
+            extra_properties=args.extra_properties,
         )
     prefix = _read(args.prefix_file, "--prefix-file") if args.prefix_file else None
     monitors = None

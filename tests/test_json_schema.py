@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grammars.json_schema import compile_json_schema, iter_dropped
-from plugin.errors import SchemaError, UnsupportedSchemaError
+from plugin.errors import OptionError, SchemaError, UnsupportedSchemaError
 from tests.conftest import shared_path
 
 
@@ -408,3 +408,29 @@ def test_compile_budget_raises_compile_timeout(default_vocab):
     }
     with pytest.raises(CompileTimeout, match=r"compile budget exceeded within 0\.05 s"):
         compile_json_schema(wide, default_vocab, budget_s=0.05)
+
+
+def test_extra_properties_declared_keeps_to_the_listed_properties(default_tokenizer):
+    listed = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a", "b"]}
+    schema_mode = compile_json_schema(listed, default_tokenizer)
+    declared = compile_json_schema(listed, default_tokenizer, extra_properties="declared")
+    for text in ['{"a": 1, "b": 2}', '{"a": 1, "b": null}']:  # required names count as listed
+        assert accepts_text(declared, default_tokenizer, text)
+    assert accepts_text(schema_mode, default_tokenizer, '{"a": 1, "b": 2, "zz": 3}')
+    assert not accepts_text(declared, default_tokenizer, '{"a": 1, "b": 2, "zz": 3}')
+    # where the schema speaks of other properties, or lists none, "declared" follows it
+    for schema, text in [
+        (
+            {"type": "object", "properties": {"a": {}}, "additionalProperties": {"type": "string"}},
+            '{"z": "x"}',
+        ),
+        ({"type": "object", "properties": {"a": {}}, "patternProperties": {"^x": {}}}, '{"x1": 0}'),
+        ({"type": "object"}, '{"anything": [1]}'),
+    ]:
+        assert accepts_text(
+            compile_json_schema(schema, default_tokenizer, extra_properties="declared"),
+            default_tokenizer,
+            text,
+        )
+    with pytest.raises(OptionError, match="extra_properties"):
+        compile_json_schema(listed, default_tokenizer, extra_properties="none")
