@@ -136,7 +136,8 @@ def main() -> int:
     for i, path in enumerate(files, 1):
         runs.append(run_schema(model, tokenizer, path, args.max_tokens))
         r = runs[-1]
-        print(f"[{i}/{len(files)}] {r.file}: {r.outcome} {r.tokens} tok {r.seconds:.1f} s {r.detail}", flush=True)
+        line = f"[{i}/{len(files)}] {r.file}: {r.outcome} {r.tokens} tok {r.seconds:.1f} s {r.detail}"
+        print(line, flush=True)
     summary = summarise(runs)
     summary["wall_s"] = time.perf_counter() - start
     device = "cuda" if model.device.type == "cuda" else "cpu"
