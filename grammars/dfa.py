@@ -34,6 +34,7 @@ from typing import Any
 import outlines_core
 import torch
 
+from grammars.state_cache import STATE_CACHE
 from plugin.errors import ConstraintViolation, RegexError, prefix_error
 from plugin.matcher import Matcher
 from plugin.paths import cache_dir
@@ -46,16 +47,15 @@ _SENTINEL = "\U0010fffd"  # a private-use character that ends every indexed patt
 _SENTINEL_LEAD = 0xF4
 _MAX_FORCED = 256
 _ROW_THRESHOLD = 512  # states allowing at least this many tokens get a cached bool row
-_ROW_CACHE = 256  # rows kept per compiled constraint (49k vocab: ~12 MB)
 
 
 class AllowedRows:
     """Cached bool rows of a compiled automaton's allowed tokens (mixed into both
-    routes; needs ``vocab``, ``allowed_ids``, ``_rows`` and ``_lock``)."""
+    routes; needs ``vocab``, ``allowed_ids`` and ``_owner``, its key in
+    :data:`grammars.state_cache.STATE_CACHE`)."""
 
     vocab: Vocabulary
-    _rows: OrderedDict[int, torch.Tensor]
-    _lock: Any
+    _owner: int
 
     def allowed_ids(self, state: int) -> torch.Tensor:
         raise NotImplementedError
@@ -64,22 +64,18 @@ class AllowedRows:
         """A cached bool row of the allowed text tokens, for states that allow many.
 
         OR-ing a row costs a few µs where scattering tens of thousands of ids costs tens;
-        small states keep the scatter. Rows are kept for the most recent states only.
+        small states keep the scatter. Rows share the process's state cache.
         """
-        row = self._rows.get(state)
+        key = (self._owner, "row", state)
+        row = STATE_CACHE.get(key)
         if row is not None:
-            self._rows.move_to_end(state)
             return row
         ids = self.allowed_ids(state)
         if ids.numel() < _ROW_THRESHOLD:
             return None
         row = torch.zeros(self.vocab.size, dtype=torch.bool)
         row[ids] = True
-        with self._lock:
-            self._rows[state] = row
-            while len(self._rows) > _ROW_CACHE:
-                self._rows.popitem(last=False)
-        return row
+        return STATE_CACHE.put(key, row, row.numel())
 
 
 class CompiledDFA(AllowedRows):
@@ -98,7 +94,7 @@ class CompiledDFA(AllowedRows):
         self._allowed: dict[int, torch.Tensor] = {}
         self._lock = threading.Lock()
         self._eos_tensor = torch.tensor(sorted(vocab.eos_ids), dtype=torch.long)
-        self._rows: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._owner = STATE_CACHE.owner()
         self._distance: dict[int, int] | None = distance
         self._max_distance = max(distance.values(), default=0) if distance else 0
         self._text = _text_token_filter(vocab)

@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from grammars.byte_nfa import ByteNFA
 from grammars.dfa import AllowedRows, DFAMatcher
+from grammars.state_cache import STATE_CACHE
 from grammars.token_tables import TokenBytes
 from plugin.errors import CompileTimeout, prefix_error
 from plugin.vocabulary import Vocabulary
@@ -40,7 +40,6 @@ DEAD = 0
 _FAR = 1 << 30
 _DISTANCE_VISITS = 20_000  # DFA states a distance search may visit before giving up
 _LOOP_SHORTCUT = 64  # tokens led to one state by their first byte before the loop check pays
-_STATE_CACHE = 512  # per-state masks kept per compiled schema
 MAX_EXPANSIONS = 50_000  # deferred fragments built in one closure: a loop that reads nothing
 
 
@@ -325,17 +324,14 @@ class CompiledLazyDFA(AllowedRows):
         self.pattern = description
         self.initial_state = dfa.start
         self._masks = TokenMasks.of(vocab)
-        # per-state masks and distances, most recent kept: a state allowing most of a
-        # 128k vocabulary holds ~2.5 MB, and long strings visit a state per character
-        self._allowed: OrderedDict[int, tuple[torch.Tensor, np.ndarray]] = OrderedDict()
-        self._rows: OrderedDict[int, torch.Tensor] = OrderedDict()
+        # per-state masks, rows and distances live in the process's bounded state cache
+        self._owner = STATE_CACHE.owner()
         self._distance: dict[int, int] = {}
         self._lock = threading.RLock()
         self._eos_tensor = torch.tensor(sorted(vocab.eos_ids), dtype=torch.long)
         self._single_bytes = np.array(sorted(vocab.token_bytes[i][0] for i in vocab.single_byte_ids))
         self._blank = np.isin(self._single_bytes, list(b" \t\n\r"))
         self._skippable = self._blank | np.isin(self._single_bytes, list(b"[{"))
-        self._next_distance: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     def matcher(self) -> DFAMatcher:
         return DFAMatcher(self, (self.initial_state, None, 0, -1))
@@ -364,14 +360,14 @@ class CompiledLazyDFA(AllowedRows):
         return None if q == DEAD else q
 
     def _entry(self, state: int) -> tuple[torch.Tensor, np.ndarray]:
-        hit = self._allowed.get(state)
+        key = (self._owner, "allowed", state)
+        hit = STATE_CACHE.get(key)
         if hit is None:
             with self._lock:
-                hit = self._allowed.get(state)
+                hit = STATE_CACHE.get(key)
                 if hit is None:
                     ids, ends = self._masks.allowed(self.dfa, state)
-                    hit = (torch.from_numpy(ids), ends)
-                    _remember(self._allowed, state, hit)
+                    hit = STATE_CACHE.put(key, (torch.from_numpy(ids), ends), ids.nbytes + ends.nbytes)
         return hit
 
     def allowed_ids(self, state: int) -> torch.Tensor:
@@ -427,22 +423,14 @@ class CompiledLazyDFA(AllowedRows):
     def next_distances(self, state: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(allowed ids, distance bound of the state each leads to) for ``state``
         (cached: the decode loop asks at every step once the budget is near)."""
-        hit = self._next_distance.get(state)
+        key = (self._owner, "distances", state)
+        hit = STATE_CACHE.get(key)
         if hit is None:
             ids, ends = self._entry(state)
             unique, inverse = np.unique(ends, return_inverse=True)
             dist = np.array([self.distance(int(q)) for q in unique], dtype=np.int64)
-            hit = (ids, torch.from_numpy(dist[inverse]))
-            with self._lock:
-                _remember(self._next_distance, state, hit)
+            hit = STATE_CACHE.put(key, (ids, torch.from_numpy(dist[inverse])), ids.nbytes * 2)
         return hit
-
-
-def _remember(cache: OrderedDict, key: int, value: Any) -> None:
-    """Put ``value`` in the bounded most-recent ``cache``."""
-    cache[key] = value
-    while len(cache) > _STATE_CACHE:
-        cache.popitem(last=False)
 
 
 def _is_utf8(data: bytes) -> bool:
