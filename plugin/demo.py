@@ -80,9 +80,8 @@ def _check_json(text: str) -> tuple[bool, str]:
     import jsonschema
 
     try:
-        jsonschema.Draft202012Validator(USER_SCHEMA, format_checker=jsonschema.FormatChecker()).validate(
-            json.loads(text)
-        )
+        checker = jsonschema.Draft202012Validator.FORMAT_CHECKER  # the draft's own formats
+        jsonschema.Draft202012Validator(USER_SCHEMA, format_checker=checker).validate(json.loads(text))
         return True, "json.loads + jsonschema"
     except (ValueError, jsonschema.ValidationError) as exc:
         return False, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
