@@ -56,7 +56,8 @@ def test_regex_outputs_always_match(tiny_model, default_tokenizer, seed, tempera
 @given(seed=st.integers(0, 2**31 - 1), sampler=st.sampled_from(["mask", "awrs", "smc", "asap"]))
 def test_every_sampler_ends_valid_under_the_json_grammar(tiny_model, default_tokenizer, seed, sampler):
     """The grammar engine's guarantee for each sampler: a "stop" output parses; the
-    random model may ramble to the budget, which is reported, never an invalid text."""
+    random model may ramble to the budget, which is reported; an output the constraint
+    accepts parses even then (a budget may end inside a number whose digits could go on)."""
     gen = constrained_generate(
         tiny_model,
         default_tokenizer,
@@ -70,7 +71,9 @@ def test_every_sampler_ends_valid_under_the_json_grammar(tiny_model, default_tok
     if gen.finish_reason == "stop":
         json.loads(gen.text)
     else:
-        assert gen.finish_reason == "length" and not gen.valid
+        assert gen.finish_reason == "length"
+        if gen.valid:
+            json.loads(gen.text)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
