@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from grammars import lark_compile  # noqa: E402
 from grammars.lark_compile import GRAMMAR_DIR, compile_grammar  # noqa: E402
-from plugin.decoder import percentile  # noqa: E402
+from plugin.decoding import percentile  # noqa: E402
 from plugin.vocabulary import Vocabulary  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"

@@ -42,7 +42,7 @@ from pygls.lsp.client import LanguageClient
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from plugin.decoder import percentile  # noqa: E402
+from plugin.decoding import percentile  # noqa: E402
 from plugin.models import load_tokenizer  # noqa: E402
 
 STDLIB_MODULES = [

@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 import jedi  # noqa: E402
 
 from plugin.api import constrained_generate  # noqa: E402
-from plugin.decoder import percentile  # noqa: E402
+from plugin.decoding import percentile  # noqa: E402
 from plugin.models import load_model  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"

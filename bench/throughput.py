@@ -28,10 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from plugin.api import build_constraint, encode_prompt
-from plugin.decoder import decode, percentile
+from plugin.decoding import decode, percentile
 from plugin.demo import DEMO_TABLES, USER_SCHEMA, function_regex, select_regex
 from plugin.models import load_model
-from plugin.sampling import SamplingParams
+from plugin.samplers.sampling import SamplingParams
 from plugin.vocabulary import Vocabulary
 
 RESULTS = Path(__file__).resolve().parent / "results"

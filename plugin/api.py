@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from plugin.asap import ASApTrie, trie_for
-from plugin.decoder import FINISH_STOP, decode
+from plugin.decoding import FINISH_STOP, decode
 from plugin.errors import OptionError, PromptError
 from plugin.matcher import CompiledConstraint
-from plugin.sampling import SamplingParams
-from plugin.smc import smc_decode
+from plugin.samplers.asap import ASApTrie, trie_for
+from plugin.samplers.sampling import SamplingParams
+from plugin.samplers.smc import smc_decode
 from plugin.vocabulary import Vocabulary
 
 SAMPLERS = ("mask", "awrs", "smc", "asap")
@@ -34,6 +34,7 @@ _OPTIONS = {
     "file_path",
     "database",
     "analysis_timeout",
+    "prompt_cache",
 }
 
 
@@ -96,8 +97,19 @@ def build_constraint(
     return None
 
 
-def encode_prompt(tokenizer: Any, prompt: str, *, chat: bool) -> list[int]:
-    """Token ids of ``prompt``, wrapped as a user turn of the chat template if ``chat``."""
+def encode_prompt(tokenizer: Any, prompt: str | list[int], *, chat: bool) -> list[int]:
+    """Token ids of ``prompt``, wrapped as a user turn of the chat template if ``chat``;
+    a list of token ids is taken as it is."""
+    if isinstance(prompt, list | tuple):
+        if chat:
+            raise PromptError("chat=True needs the prompt as text, not token ids")
+        if not prompt or not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            raise PromptError("a prompt given as token ids must be a non-empty list of integers")
+        size = len(tokenizer)
+        bad = next((t for t in prompt if not 0 <= t < size), None)
+        if bad is not None:
+            raise PromptError(f"prompt token id {bad} is outside the tokenizer's {size} ids")
+        return list(prompt)
     if not isinstance(prompt, str) or not prompt:
         raise PromptError("the prompt is empty")
     if chat:
@@ -180,7 +192,7 @@ def _asap_trie(
 def constrained_generate(
     model: Any,
     tokenizer: Any,
-    prompt: str,
+    prompt: str | list[int],
     *,
     grammar: Any = None,
     json_schema: Any = None,
@@ -212,7 +224,7 @@ def constrained_generate(
     before generating, usually the code before the cursor that the prompt ends with;
     the output then continues it, and ``prefix + text`` is what the constraint
     accepts; a prefix the constraint cannot continue raises ``PromptError``),
-    ``asap_trie`` (with ``sampler="asap"``: the :class:`plugin.asap.ASApTrie` to learn in,
+    ``asap_trie`` (with ``sampler="asap"``: the :class:`plugin.samplers.asap.ASApTrie` to learn in,
     e.g. one loaded from disk; default: one kept per model, prompt, constraint and
     temperature for the life of the process).
 
@@ -290,6 +302,10 @@ def constrained_generate(
     else:
         matcher = constraint.matcher()
     if sampler == "smc":
+        if options.get("prompt_cache") is not None:
+            raise OptionError(
+                "prompt_cache= is not supported with sampler='smc' (it encodes the prompt itself)"
+            )
         gen = _generate_smc(model, vocab, prompt_ids, matcher, params, max_new_tokens, seed, options)
         if isinstance(constraint, MonitoredConstraint):
             gen.stats["monitors"] = constraint.stats()
@@ -307,6 +323,7 @@ def constrained_generate(
         should_stop=options.get("should_stop"),
         sampler=sampler,
         asap_trie=_asap_trie(sampler, options, model, prompt_ids, constraint, matcher, params),
+        prompt_cache=options.get("prompt_cache"),
     )
     text = vocab.decode(result.token_ids).decode("utf-8", errors="replace")
     valid = matcher.is_accepting() if matcher is not None else result.finish_reason == FINISH_STOP

@@ -1,4 +1,4 @@
-"""ASAp (plugin/asap.py) against the exact grammar-conditional distribution.
+"""ASAp (plugin/samplers/asap.py) against the exact grammar-conditional distribution.
 
 See ``tests/exact_distributions.py`` for the tiny model and the finite language. Three
 distributions over the language's token sequences: exact ``P(x | x ∈ L)``; masked
@@ -15,7 +15,7 @@ import pytest
 
 from grammars import compile_regex
 from plugin.api import constrained_generate
-from plugin.asap import ASApTrie
+from plugin.samplers.asap import ASApTrie
 from tests.exact_distributions import LANGUAGE, enumerate_language, exact_and_masked, kl
 
 

@@ -1,4 +1,4 @@
-"""AWRS (plugin/awrs.py), tested statistically against exact enumerated distributions.
+"""AWRS (plugin/samplers/awrs.py), tested statistically against exact enumerated distributions.
 
 Each test takes a real matcher (the built-in JSON grammar on the default tokenizer) at a
 fixed state and a fixed logits vector, so the locally constrained distribution
@@ -18,7 +18,7 @@ import torch
 from scipy.stats import chisquare
 
 from grammars import compile as compile_grammar
-from plugin.awrs import awrs_step
+from plugin.samplers.awrs import awrs_step
 
 RUNS = 3000
 

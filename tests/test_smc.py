@@ -1,4 +1,4 @@
-"""SMC over AWRS particles (plugin/smc.py).
+"""SMC over AWRS particles (plugin/samplers/smc.py).
 
 * Against the exact grammar-conditional distribution (tiny model, finite language; see
   ``tests/exact_distributions.py``): the answers of many SMC runs are much closer to

@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-from plugin.awrs import awrs_step, masked_step
-from plugin.decoder import FINISH_LENGTH, FINISH_STOP, stop_token_ids
+from plugin.decoding.loop import FINISH_LENGTH, FINISH_STOP, stop_token_ids
 from plugin.matcher import Matcher
-from plugin.sampling import SamplingParams, apply_repetition_penalty, filter_logits
+from plugin.samplers.awrs import awrs_step, masked_step
+from plugin.samplers.sampling import SamplingParams, apply_repetition_penalty, filter_logits
 from plugin.vocabulary import Vocabulary
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from plugin.sampling import SamplingParams
+from plugin.samplers.sampling import SamplingParams
 
 
 @dataclass

@@ -20,10 +20,12 @@ from typing import Any
 
 import torch
 
-from plugin.asap import ASApTrie
-from plugin.awrs import awrs_step
+from plugin.errors import OptionError
+from plugin.kv.cache import CachedPrefix
 from plugin.matcher import Matcher
-from plugin.sampling import SamplingParams, apply_repetition_penalty, choose_token, filter_logits
+from plugin.samplers.asap import ASApTrie
+from plugin.samplers.awrs import awrs_step
+from plugin.samplers.sampling import SamplingParams, apply_repetition_penalty, choose_token, filter_logits
 from plugin.vocabulary import Vocabulary
 
 FINISH_STOP = "stop"  # the model ended where the constraint accepts, or nothing else was allowed
@@ -60,14 +62,16 @@ def stop_token_ids(model: Any, vocab: Vocabulary) -> frozenset[int]:
 
 
 class _Model:
-    """The model plus its KV cache, fed incrementally."""
+    """The model plus its KV cache, fed incrementally; the cache may start with a cached
+    prefix of the prompt (an edit session's), which is read and never written."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, prompt_cache: CachedPrefix | None = None) -> None:
         from transformers import DynamicCache
 
         self.model = model
         self.device = next(model.parameters()).device
-        self.cache = DynamicCache()
+        self.cache = prompt_cache.cache() if prompt_cache is not None else DynamicCache()
+        self.cached = len(prompt_cache.ids) if prompt_cache is not None else 0
         self.seconds = 0.0
 
     @torch.inference_mode()
@@ -95,20 +99,30 @@ def decode(
     should_stop: Callable[[], bool] | None = None,
     sampler: str = "mask",
     asap_trie: ASApTrie | None = None,
+    prompt_cache: CachedPrefix | None = None,
 ) -> DecodeResult:
     """Generate up to ``max_new_tokens`` tokens after ``prompt_ids`` under ``matcher``.
 
     ``sampler``: ``"mask"`` (full mask every step) or ``"awrs"`` (adaptive weighted
-    rejection sampling, :mod:`plugin.awrs`: a few ``accepts`` calls per step; its log
+    rejection sampling, :mod:`plugin.samplers.awrs`: a few ``accepts`` calls per step; its log
     weights are summed into ``stats["log_weight"]``). With AWRS, jump-forward is off
     (a forced token's probability belongs in the weight), and the steps within the
     matcher's ``budget_window()`` of the end use the mask, so finish-within-budget holds.
-    ``"asap"`` (grammar-aligned sampling, :mod:`plugin.asap`) needs ``asap_trie``: each
+    ``"asap"`` (grammar-aligned sampling, :mod:`plugin.samplers.asap`) needs ``asap_trie``: each
     step samples from the allowed tokens weighted by the trie's EFG estimates, every
     token (end-of-sequence included) is sampled, and the trie learns from the result.
+    ``prompt_cache``: the KV cache of the first tokens of ``prompt_ids`` (they must match);
+    only the rest of the prompt is encoded.
     """
     start = time.perf_counter()
-    runner = _Model(model)
+    if prompt_cache is not None:
+        cached = list(prompt_cache.ids)
+        if len(cached) >= len(prompt_ids) or prompt_ids[: len(cached)] != cached:
+            raise OptionError(
+                f"prompt_cache holds {len(cached)} tokens that are not a proper prefix of the "
+                f"{len(prompt_ids)}-token prompt"
+            )
+    runner = _Model(model, prompt_cache)
     generator = torch.Generator(device=runner.device)
     generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
     stop_ids = stop_token_ids(model, vocab)
@@ -118,7 +132,7 @@ def decode(
     budget_steps = 0
     checks = 0
     finish = FINISH_LENGTH
-    logits = runner.feed(prompt_ids)
+    logits = runner.feed(prompt_ids[runner.cached :])
     prefill_seconds = time.perf_counter() - start
     width = logits.numel()
     mask = torch.zeros(width, dtype=torch.bool, device=runner.device)
@@ -211,6 +225,7 @@ def decode(
     stats: dict[str, Any] = {
         "tokens": len(out),
         "prompt_tokens": len(prompt_ids),
+        "cached_prompt_tokens": runner.cached,
         "seconds": seconds,
         "model_seconds": runner.seconds,
         "prefill_seconds": prefill_seconds,
