@@ -26,6 +26,7 @@ cache that disagrees with the text: the session re-encodes and counts it in
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -44,6 +45,23 @@ CHUNK = 1024  # tokens per forward when encoding long spans (bounds the attentio
 
 class EditError(OptionError):
     """An edit or offset that does not fit the session's text (the message names it)."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_text(text: Any, name: str) -> str:
+    """``text`` if it is a str of valid Unicode. Offsets are code points, so a UTF-16
+    surrogate pair (what an editor counts in) must arrive decoded as one character."""
+    if not isinstance(text, str):
+        raise EditError(f"{name} must be a str, got {type(text).__name__}")
+    found = _SURROGATE.search(text)
+    if found is not None:
+        raise EditError(
+            f"{name} holds a lone surrogate at offset {found.start()} (decode UTF-16 surrogate pairs "
+            "into one character; offsets count code points)"
+        )
+    return text
 
 
 def _leading_special(tokenizer: Any) -> list[int]:
@@ -75,8 +93,7 @@ class EditSession:
         context_tokens: int | None = None,
         refresh_every: int | None = None,
     ) -> None:
-        if not isinstance(text, str):
-            raise EditError(f"text must be a str, got {type(text).__name__}")
+        _check_text(text, "text")
         limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         self._lead = _leading_special(tokenizer)
         if context_tokens is None:
@@ -203,9 +220,6 @@ class EditSession:
             raise EditError(f"{name} must be an integer character offset, got {offset!r}")
         if not 0 <= offset <= len(self._text):
             raise EditError(f"{name}={offset} is outside the text (0..{len(self._text)})")
-        pair = 0 < offset < len(self._text) and "\ud800" <= self._text[offset - 1] <= "\udbff"
-        if pair and "\udc00" <= self._text[offset] <= "\udfff":
-            raise EditError(f"{name}={offset} falls inside a surrogate pair")
         return offset
 
     def edit(self, start: int, end: int, new_text: str) -> None:
@@ -214,8 +228,7 @@ class EditSession:
         self._check_offset(end, "end")
         if end < start:
             raise EditError(f"edit end={end} is before start={start}")
-        if not isinstance(new_text, str):
-            raise EditError(f"new_text must be a str, got {type(new_text).__name__}")
+        _check_text(new_text, "new_text")
         began = time.perf_counter()
         text = self._text[:start] + new_text + self._text[end:]
         splice = self._retok.replace(self._tokens, text, start, end, start + len(new_text))
@@ -273,7 +286,7 @@ class EditSession:
         start, stop = self.window
         if want != start:
             self.stats["window_moves"] += 1
-            if want >= stop or start - want > self.context_tokens // 2:
+            if want >= stop or start - want >= self.context_tokens:  # no overlap left
                 self._encode_window(want)
             elif want > start:
                 self._splice(lead, lead + want - start, [])
