@@ -5,8 +5,10 @@ at the workspace folder; JSON documents the schema their leading ``"$schema"`` n
 local file), else the one set in the settings, else the JSON grammar; SQL documents the
 SQL grammar plus the database monitor when a database is set. The constraint consumes
 the whole text before the cursor (so indentation and open brackets are known); the
-model sees its last ``context_tokens`` tokens. Runs off the server's message loop; ``stop`` ends it
-between two decoding steps.
+model sees its last ``context_tokens`` tokens, read from the document's edit-aware KV
+cache (:class:`plugin.kv.EditSession`, owned by its :class:`DocumentSession`), so only
+the edited tokens and the few after the cache's end are encoded. Runs off the server's
+message loop; ``stop`` ends it between two decoding steps.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from lsp_bridge.sessions import DocumentSession
 from lsp_bridge.settings import LanguageSettings, Settings
 from plugin.errors import OptionError
 
@@ -98,9 +101,14 @@ class Engine:
         path: Path | None,
         root: Path | None,
         stop: threading.Event,
+        session: DocumentSession | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> Completion:
-        """A constrained completion of ``text`` at ``offset`` (see module docstring)."""
+        """A constrained completion of ``text`` at ``offset`` (see module docstring).
+
+        With ``session``, the document's edit-aware cache is brought up to date with the
+        edits queued since the last completion and the prompt's cache comes from it;
+        without, the prompt is encoded from scratch."""
         from plugin.api import constrained_generate
 
         if language not in LANGUAGES:
@@ -108,11 +116,69 @@ class Engine:
                 f"no constrained completion for language {language!r}; have {', '.join(LANGUAGES)}"
             )
         model, tokenizer = self.model(progress)
-        started = time.perf_counter()  # latency counts building the constraint too
+        started = time.perf_counter()  # latency counts applying edits and building the constraint
+        s = self.settings
+        cache, edit_seconds = None, 0.0
+        if session is not None:
+            edits, current = session.take_edits()
+            cache, edit_seconds = session.edit_session(
+                model, tokenizer, text if current is None else current, edits, s.context_tokens
+            )
+            if cache.text != text:  # the document moved on: this request is stale
+                return Completion("", "cancelled", 0, time.perf_counter() - started, None)
+        watched, should_stop = self._constraint(tokenizer, language, text, offset, path, root, stop)
+        prefix = text[:offset]
+        options: dict[str, Any] = {
+            "prefix": prefix,
+            "analysis_timeout": s.analysis_timeout,
+            "constraint": watched,
+            "sampler": s.sampler,
+            "max_new_tokens": s.max_tokens,
+            "should_stop": should_stop,
+        }
+        ready = time.perf_counter() - started
+        if cache is not None:
+            gen = cache.generate(offset, **options)
+        else:
+            ids = tokenizer(prefix, add_special_tokens=False).input_ids
+            prompt = tokenizer.decode(ids[-s.context_tokens :]) if len(ids) > s.context_tokens else prefix
+            gen = constrained_generate(model, tokenizer, prompt, **options)
+        out = gen.text
+        if s.stop_at_newline:
+            head = len(out) - len(out.lstrip("\n"))
+            cut = out.find("\n", head)
+            out = out if cut < 0 else out[:cut]
+        stats = dict(gen.stats)
+        first = stats.get("first_token_seconds")
+        kept = ("monitors", "prefill_seconds", "prompt_tokens", "cached_prompt_tokens")
+        return Completion(
+            text=out,
+            finish_reason="cancelled" if stop.is_set() else gen.finish_reason,
+            tokens=len(gen.token_ids),
+            seconds=time.perf_counter() - started,
+            first_token_seconds=None if first is None else ready + first,
+            stats={k: v for k, v in stats.items() if k in kept}
+            | {"constraint_build_seconds": ready - edit_seconds, "edit_seconds": edit_seconds},
+        )
+
+    def _constraint(
+        self,
+        tokenizer: Any,
+        language: str,
+        text: str,
+        offset: int,
+        path: Path | None,
+        root: Path | None,
+        stop: threading.Event,
+    ) -> tuple[_Watched, Callable[[], bool]]:
+        """The compiled constraint for a completion at ``offset`` (grammar or schema plus
+        monitors) and the ``should_stop`` that ends it (cancelled, or past the line's end)."""
+        from monitors import build_monitors, with_monitors
+        from plugin.api import build_constraint
+
         s = self.settings
         lang: LanguageSettings = getattr(s, language)
         prefix, suffix = text[:offset], text[offset:]
-        options: dict[str, Any] = {"prefix": prefix, "analysis_timeout": s.analysis_timeout}
         constraint_args: dict[str, Any] = {}
         schema = _document_schema(text, path) if language == "json" else None
         if schema is None and language == "json" and lang.schema is not None:
@@ -122,9 +188,6 @@ class Engine:
             constraint_args |= {"json_schema": schema, "whitespace": "flexible"}
         else:
             constraint_args["grammar"] = lang.grammar or language  # the built-in grammar of that name
-        from monitors import build_monitors, with_monitors
-        from plugin.api import build_constraint
-
         names = []
         if lang.monitors and language == "python" and root is not None:
             names.append("python")
@@ -150,35 +213,7 @@ class Engine:
             m = watched.current
             return s.stop_at_newline and m is not None and b"\n" in m.text()[start_len:].lstrip(b"\n")
 
-        ids = tokenizer(prefix, add_special_tokens=False).input_ids
-        prompt = tokenizer.decode(ids[-s.context_tokens :]) if len(ids) > s.context_tokens else prefix
-        ready = time.perf_counter() - started
-        gen = constrained_generate(
-            model,
-            tokenizer,
-            prompt,
-            constraint=watched,
-            sampler=s.sampler,
-            max_new_tokens=s.max_tokens,
-            should_stop=should_stop,
-            **options,
-        )
-        out = gen.text
-        if s.stop_at_newline:
-            head = len(out) - len(out.lstrip("\n"))
-            cut = out.find("\n", head)
-            out = out if cut < 0 else out[:cut]
-        stats = dict(gen.stats)
-        first = stats.get("first_token_seconds")
-        return Completion(
-            text=out,
-            finish_reason="cancelled" if stop.is_set() else gen.finish_reason,
-            tokens=len(gen.token_ids),
-            seconds=time.perf_counter() - started,
-            first_token_seconds=None if first is None else ready + first,
-            stats={k: v for k, v in stats.items() if k in ("monitors", "prefill_seconds", "prompt_tokens")}
-            | {"constraint_build_seconds": ready},
-        )
+        return watched, should_stop
 
 
 _SCHEMA_KEY = re.compile(r'^\s*\{\s*"\$schema"\s*:\s*"((?:[^"\\]|\\.)*)"')

@@ -129,6 +129,8 @@ async def _complete(ls: StencilServer, uri: str, position: lsp.Position) -> Comp
     offset = _offset(doc, position)
     text = doc.source
     session = ls.sessions.get(uri, language)
+    if not session.following:  # evicted earlier, or opened before the server knew its language
+        session.opened(text)
     stop = session.start()
     path = _path(uri)
     root = ls.root()
@@ -139,7 +141,7 @@ async def _complete(ls: StencilServer, uri: str, position: lsp.Position) -> Comp
         return await loop.run_in_executor(
             ls.generations,
             lambda: ls.engine.complete(
-                language=language, text=text, offset=offset, path=path, root=root, stop=stop
+                language=language, text=text, offset=offset, path=path, root=root, stop=stop, session=session
             ),
         )
     except asyncio.CancelledError:
@@ -191,14 +193,16 @@ def _opened(ls: StencilServer, params: lsp.DidOpenTextDocumentParams) -> None:
     doc = params.text_document
     language = ls.language_of(doc.uri, doc.language_id)
     if language is not None:
-        ls.sessions.get(doc.uri, language)
+        ls.sessions.get(doc.uri, language).opened(doc.text)
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
 def _changed(ls: StencilServer, params: lsp.DidChangeTextDocumentParams) -> None:
-    session = ls.sessions.peek(params.text_document.uri)
+    """Each change becomes an edit of the document's KV cache (applied at the next completion)."""
+    uri = params.text_document.uri
+    session = ls.sessions.peek(uri)
     if session is not None:
-        session.edited()
+        session.changed(list(params.content_changes), ls.workspace.get_text_document(uri).source)
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
@@ -233,6 +237,8 @@ def _timings(found: Completion) -> dict[str, Any]:
         "first_token_seconds": found.first_token_seconds,
         "prompt_tokens": found.stats.get("prompt_tokens"),
         "prefill_seconds": found.stats.get("prefill_seconds"),
+        "cached_prompt_tokens": found.stats.get("cached_prompt_tokens"),
+        "edit_seconds": found.stats.get("edit_seconds"),
         "constraint_build_seconds": found.stats.get("constraint_build_seconds"),
     }
 
@@ -306,16 +312,33 @@ def _document_text(ls: StencilServer, *args: Any) -> str:
 @server.command(COMMAND_STATUS)
 def _status(ls: StencilServer, *args: Any) -> dict[str, Any]:
     """``stencil.status``: what the server holds (open documents, sessions and their
-    cap, whether the model is loaded, peak resident memory), for clients and tests."""
+    cap, each document's edit-aware KV cache: tokens, edits applied, tokens encoded and
+    re-rotated, rebuilds; whether the model is loaded, peak resident memory), for clients
+    and tests."""
     try:
         import resource
 
         peak: int | None = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     except ImportError:  # Windows
         peak = None
+    caches = {}
+    for uri, session in ls.sessions.items():
+        cache = session.cache
+        if cache is None:
+            continue
+        doc = ls.workspace.text_documents.get(uri)
+        caches[uri] = {
+            "tokens": len(cache.token_ids),
+            "window": list(cache.window),
+            "in_step": doc is not None and doc.source == cache.text,
+            "resyncs": session.stats["resyncs"],
+            "merged_edits": session.stats["merged_edits"],
+            **{k: cache.stats[k] for k in ("edits", "tokens_encoded", "tokens_rerotated", "rotation")},
+        }
     return {
         "open_documents": len(ls.workspace.text_documents),
         "sessions": len(ls.sessions),
+        "edit_caches": caches,
         "max_sessions": ls.sessions.capacity,
         "model_loaded": ls.engine.loaded,
         "peak_rss_bytes": peak,

@@ -124,6 +124,41 @@ async def test_incremental_edits_keep_the_servers_copy_right(client: LanguageCli
 
 
 @pytest.mark.asyncio
+async def test_edits_reach_the_kv_cache_without_a_reencode(client: LanguageClient, tmp_path):
+    uri = (tmp_path / "noted.py").as_uri()
+    text = "# notes: \n" + SOURCE
+    _open(client, uri, text)
+    end = lambda: lsp.CompletionParams(lsp.TextDocumentIdentifier(uri), _end(text))  # noqa: E731
+    await client.text_document_completion_async(end())  # encodes the document once
+    rng = random.Random(3)
+    for version in range(2, 22):  # typing and deleting inside the first line's comment
+        line = text.split("\n")[0]
+        a = rng.randint(len("# notes: "), len(line))
+        b = rng.randint(a, min(len(line), a + 2))
+        insert = rng.choice(["", "z", "é", "😀", "ab"])
+        units = lambda s: len(s.encode("utf-16-le")) // 2  # noqa: E731
+        client.text_document_did_change(
+            lsp.DidChangeTextDocumentParams(
+                lsp.VersionedTextDocumentIdentifier(version=version, uri=uri),
+                [
+                    lsp.TextDocumentContentChangePartial(
+                        range=lsp.Range(lsp.Position(0, units(line[:a])), lsp.Position(0, units(line[:b]))),
+                        text=insert,
+                    )
+                ],
+            )
+        )
+        text = text[:a] + insert + text[b:]
+    result = await client.text_document_completion_async(end())
+    assert result.items and result.items[0].data["cached_prompt_tokens"] > 0
+    status = await client.workspace_execute_command_async(lsp.ExecuteCommandParams("stencil.status", []))
+    cache = status["edit_caches"][uri]
+    assert cache["in_step"] and cache["resyncs"] == 0 and cache["edits"] >= 1
+    assert cache["tokens_encoded"] < 2 * cache["tokens"]  # one encode, then edited tokens only
+    assert cache["rotation"].startswith("exact")
+
+
+@pytest.mark.asyncio
 async def test_generate_command_returns_valid_json(client: LanguageClient):
     out = await client.workspace_execute_command_async(
         lsp.ExecuteCommandParams(
