@@ -34,6 +34,7 @@ import argparse
 import bisect
 import gzip
 import io
+import itertools
 import json
 import keyword
 import math
@@ -90,20 +91,16 @@ def stdlib_source(first: int) -> str:
 
 
 def problems_source() -> str | None:
-    """HumanEval prompts with their canonical solutions, then MBPP's sanitized solutions,
-    as one file; None when ``../shared/data`` is absent."""
+    """HumanEval prompts with their canonical solutions and MBPP's sanitized solutions,
+    alternating (so every size holds both), as one file; None when ``../shared/data`` is absent."""
     human_eval, mbpp = PROBLEMS / "HumanEval.jsonl.gz", PROBLEMS / "sanitized-mbpp.json"
     if not human_eval.exists() or not mbpp.exists():
         return None
-    parts = []
     with gzip.open(human_eval, "rt", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                record = json.loads(line)
-                parts.append((record["prompt"] + record["canonical_solution"]).rstrip() + "\n")
-    parts.extend(
-        record["code"].replace("\r\n", "\n").rstrip() + "\n" for record in json.loads(mbpp.read_text())
-    )
+        ours = [json.loads(line) for line in f if line.strip()]
+    first = [(r["prompt"] + r["canonical_solution"]).rstrip() + "\n" for r in ours]
+    second = [r["code"].replace("\r\n", "\n").rstrip() + "\n" for r in json.loads(mbpp.read_text())]
+    parts = [part for pair in itertools.zip_longest(first, second) for part in pair if part]
     return "\n\n".join(parts)
 
 
@@ -152,11 +149,13 @@ def _nearest(starts: list[int], target: int) -> int:
 
 
 def _lines(text: str) -> list[tuple[int, int]]:
-    """``(start, end)`` of every line, the newline included in ``end``."""
+    """``(start, end)`` of every line (split at ``\\n`` only), the newline included in ``end``."""
     spans, start = [], 0
-    for line in text.splitlines(keepends=True):
-        spans.append((start, start + len(line)))
-        start += len(line)
+    for line in text.split("\n"):
+        end = min(len(text), start + len(line) + 1)
+        if end > start:
+            spans.append((start, end))
+        start = end
     return spans
 
 
@@ -211,9 +210,7 @@ def _literal_spans(text: str) -> list[tuple[int, int, str]]:
     """``(start, end, kind)`` of number literals and short one-line plain strings, from
     Python's tokenizer (a document cut inside a construct ends in an error: the tokens
     before it are kept)."""
-    line_starts = [0]
-    for line in text.splitlines(keepends=True):
-        line_starts.append(line_starts[-1] + len(line))
+    line_starts = [0] + [m.end() for m in re.finditer("\n", text)]  # readline splits at "\n" only
     spans: list[tuple[int, int, str]] = []
     try:
         for tok in tokenize.generate_tokens(io.StringIO(text).readline):
@@ -223,9 +220,14 @@ def _literal_spans(text: str) -> list[tuple[int, int, str]]:
             end = line_starts[tok.end[0] - 1] + tok.end[1]
             if tok.type == tokenize.NUMBER:
                 spans.append((start, end, "number"))
-            elif tok.type == tokenize.STRING and tok.string[0] in "'\"" and 2 <= len(tok.string) <= 26:
-                if not tok.string.startswith(("'''", '"""')) and "\\" not in tok.string:
-                    spans.append((start, end, "string"))
+            elif (
+                tok.type == tokenize.STRING
+                and tok.string[0] in "'\""
+                and 2 <= len(tok.string) <= 26
+                and not tok.string.startswith(("'''", '"""'))
+                and "\\" not in tok.string
+            ):
+                spans.append((start, end, "string"))
     except (tokenize.TokenError, SyntaxError):
         pass
     return spans
@@ -456,7 +458,8 @@ def run_document(
             f"[{corpus} {size}] edit {number}/{len(kinds)} {row['kind']} at {fraction:.2f}: "
             f"pie {row['pie_ms']:.0f} ms, prefix {row['prefix_reuse_ms']:.0f} ms "
             f"({baseline.reencoded} tok), full {row['full_ms']:.0f} ms; top-1 {top1}, KL {kl:.2e}, "
-            f"greedy {row['greedy_common_tokens']}/{GREEDY_TOKENS}, since refresh {row['edits_since_refresh']}"
+            f"greedy {row['greedy_common_tokens']}/{GREEDY_TOKENS}, "
+            f"since refresh {row['edits_since_refresh']}"
             + (
                 "" if row["text_matches"] and row["token_ids_match"] else "  ** session text/tokens differ **"
             ),
@@ -591,7 +594,8 @@ def print_tables(summary: dict[str, Any], documents: list[dict[str, Any]]) -> No
         )
     print("\nSession stats at the end of each document\n")
     print(
-        "| corpus | tokens | edits | refreshes | tokens encoded | tokens re-rotated | failed updates | rotation |"
+        "| corpus | tokens | edits | refreshes | tokens encoded | tokens re-rotated | failed updates "
+        "| rotation |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for d in documents:
@@ -631,9 +635,9 @@ def plot(summary: dict[str, Any], sizes: list[int], path: Path, refresh_every: i
         positions, [g["mid_top1"] for g in groups], marker="^", linestyle="--", label="mid-document top-1"
     )
     for x, g in zip(positions, groups, strict=True):
-        right.annotate(f"n={g['edits']}", (x, 0.02), ha="center", fontsize=8)
+        right.annotate(f"n={g['edits']}", (x, 1.08), ha="center", fontsize=8)
     right.set_xticks(positions, names)
-    right.set_ylim(0, 1.05)
+    right.set_ylim(0, 1.15)
     right.set_xlabel("edits since the last refresh")
     right.set_ylabel("fraction of edits")
     policy = f"refresh every {refresh_every}" if refresh_every else "never refreshed"

@@ -4,9 +4,12 @@ The server runs as a subprocess over stdio and a real LSP client (pygls's) drive
 Documents: Python (real code: standard-library modules, cut right after ``name.``) and
 JSON (a pretty-printed array of records, cut after ``"key": ``) of about 100, 1,000
 and 4,000 tokens (default tokenizer). Per document: open, one warm-up completion, then
-``--repeats`` times: a single-character edit (a space added at, then taken from, the end
-of the first line, sent as an incremental ``didChange``) and ``textDocument/completion``
-at the end of the document.
+``--repeats`` times: a single-character edit sent as an incremental ``didChange`` (a space
+added at, then taken from, the end of a line: the first line, far from the cursor, for two
+repeats, then the line above the cursor for two) and ``textDocument/completion`` at the
+end of the document. The server applies each edit to the document's edit-aware KV cache
+(:class:`plugin.kv.EditSession`); the breakdown says how long that took and how many of
+the prompt's tokens came from the cache.
 
 Reported per document: completion latency (request to response, at the client) p50/p95,
 and time to first token (the server's measure, from the request's start, constraint
@@ -15,7 +18,9 @@ sees the last ``context_tokens`` = 1,024 tokens; the grammar and the jedi monito
 the whole text before the cursor). No peer serves constrained completions over LSP, so
 there is no side-by-side column.
 
-    ./run bench bench/lsp_latency.py [--repeats 10] [--sizes 100 1000 4000]
+    ./run bench bench/lsp_latency.py [--repeats 12] [--sizes 100 1000 4000] [--settings JSON]
+
+``--settings`` adds initialization options (e.g. ``'{"sampler": "mask"}'``) to the defaults.
 
 Writes ``bench/results/lsp-latency-<device>.json`` and ``.png`` and prints the table.
 """
@@ -126,15 +131,19 @@ async def measure(
             text_document=lsp.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)
         )
     )
-    first_line = len(text.split("\n")[0])
+    lines = text.split("\n")
+    near = max(0, len(lines) - 2)  # the line above the cursor's
     rows = []
     for i in range(repeats + 1):  # the first is a warm-up
+        place = "far" if (i - 1) % 4 < 2 else "near"
         if i > 0:  # the single-character edit: a space added, then taken away
+            line = 0 if place == "far" else near
+            width = len(lines[line].encode("utf-16-le")) // 2
             added = i % 2 == 1
-            end = first_line + (0 if added else 1)
+            end = width + (0 if added else 1)
             change = lsp.TextDocumentContentChangePartial(
                 range=lsp.Range(
-                    start=lsp.Position(line=0, character=first_line), end=lsp.Position(line=0, character=end)
+                    start=lsp.Position(line=line, character=width), end=lsp.Position(line=line, character=end)
                 ),
                 text=" " if added else "",
             )
@@ -155,6 +164,9 @@ async def measure(
             rows.append(
                 {
                     "latency_s": latency,
+                    "edit_place": place,
+                    "edit_s": data.get("edit_seconds"),
+                    "cached_prompt_tokens": data.get("cached_prompt_tokens"),
                     "first_token_s": data.get("first_token_seconds"),
                     "prefill_s": data.get("prefill_seconds"),
                     "constraint_build_s": data.get("constraint_build_seconds"),
@@ -168,7 +180,7 @@ async def measure(
     return rows
 
 
-async def run(sizes: list[int], repeats: int) -> dict[str, Any]:
+async def run(sizes: list[int], repeats: int, options: dict[str, Any]) -> dict[str, Any]:
     tokenizer = load_tokenizer()
     client = LanguageClient("stencil-bench", "0.1.0")
     await client.start_io(sys.executable, "-m", "plugin.cli", "serve", cwd=str(REPO))
@@ -176,7 +188,9 @@ async def run(sizes: list[int], repeats: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         await client.initialize_async(
-            lsp.InitializeParams(capabilities=lsp.ClientCapabilities(), root_uri=root.as_uri())
+            lsp.InitializeParams(
+                capabilities=lsp.ClientCapabilities(), root_uri=root.as_uri(), initialization_options=options
+            )
         )
         client.initialized(lsp.InitializedParams())
         for language, build, suffix in (("python", python_document, ".py"), ("json", json_document, ".json")):
@@ -201,6 +215,26 @@ async def run(sizes: list[int], repeats: int) -> dict[str, Any]:
                     "constraint_build_ms_p50": percentile(
                         [(r["constraint_build_s"] or 0) * 1e3 for r in rows], 0.5
                     ),
+                    "edit_ms_p50": percentile([(r["edit_s"] or 0) * 1e3 for r in rows], 0.5),
+                    "cached_prompt_tokens_p50": percentile(
+                        [float(r["cached_prompt_tokens"] or 0) for r in rows], 0.5
+                    ),
+                    "by_place": {
+                        place: {
+                            "latency_ms_p50": percentile(
+                                [r["latency_s"] * 1e3 for r in rows if r["edit_place"] == place], 0.5
+                            ),
+                            "first_token_ms_p50": percentile(
+                                [
+                                    r["first_token_s"] * 1e3
+                                    for r in rows
+                                    if r["edit_place"] == place and r["first_token_s"] is not None
+                                ],
+                                0.5,
+                            ),
+                        }
+                        for place in ("far", "near")
+                    },
                     "rows": rows,
                 }
                 print(
@@ -227,10 +261,20 @@ def print_table(results: dict[str, Any]) -> None:
     print(
         "\nTTFT p50 breakdown (server): "
         + "; ".join(
-            f"{k} prefill {r['prefill_ms_p50']:.0f} ms, constraint {r['constraint_build_ms_p50']:.1f} ms"
+            f"{k} edit {r['edit_ms_p50']:.0f} ms, prefill {r['prefill_ms_p50']:.0f} ms "
+            f"(prompt tokens from the cache {r['cached_prompt_tokens_p50']:.0f}), "
+            f"constraint {r['constraint_build_ms_p50']:.1f} ms"
             for k, r in results.items()
         )
     )
+    places = []
+    for k, r in results.items():
+        cells = [
+            f"{p} {r['by_place'][p]['latency_ms_p50']:.0f}/{r['by_place'][p]['first_token_ms_p50']:.0f}"
+            for p in ("far", "near")
+        ]
+        places.append(f"{k} " + ", ".join(cells))
+    print("\nBy edit place (p50 latency / TTFT ms): " + "; ".join(places))
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -263,13 +307,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 4000])
-    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=12)
+    ap.add_argument("--settings", default="{}", help="JSON initialization options added to the defaults")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/lsp-latency-<device>.json)")
     args = ap.parse_args()
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    results = asyncio.run(run(args.sizes, args.repeats))
+    options = json.loads(args.settings)
+    results = asyncio.run(run(args.sizes, args.repeats, options))
     print_table(results)
     out = Path(args.out or REPO / "bench" / "results" / f"lsp-latency-{device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -278,6 +324,7 @@ def main() -> int:
         "machine": platform.machine(),
         "processor": platform.processor(),
         "repeats": args.repeats,
+        "settings": options,
     }
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     plot(results, out.with_suffix(".png"))

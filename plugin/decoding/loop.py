@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from plugin.errors import OptionError
-from plugin.kv.cache import CachedPrefix
+from plugin.kv.cache import CachedPrefix, extend
 from plugin.matcher import Matcher
 from plugin.samplers.asap import ASApTrie
 from plugin.samplers.awrs import awrs_step
@@ -74,13 +74,10 @@ class _Model:
         self.cached = len(prompt_cache.ids) if prompt_cache is not None else 0
         self.seconds = 0.0
 
-    @torch.inference_mode()
     def feed(self, token_ids: list[int]) -> torch.Tensor:
         """Append ``token_ids`` to the context; return float32 logits for the next token."""
         start = time.perf_counter()
-        ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
-        out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True)
-        logits = out.logits[0, -1].float()
+        logits = extend(self.model, self.cache, token_ids)
         self.seconds += time.perf_counter() - start
         return logits
 

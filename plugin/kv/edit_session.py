@@ -33,14 +33,13 @@ from typing import Any
 import torch
 
 from plugin.errors import OptionError, PromptError
-from plugin.kv.cache import CachedPrefix, cache_over, layers_of
+from plugin.kv.cache import CachedPrefix, cache_over, extend, layers_of
 from plugin.kv.retokenize import Retokenizer
 from plugin.kv.rotary import Rotary, RotaryUnavailable, read_rotary
 
 log = logging.getLogger(__name__)
 
 GENERATION_ROOM = 256  # positions left free for generation when context_tokens is not given
-CHUNK = 1024  # tokens per forward when encoding long spans (bounds the attention's memory)
 
 
 class EditError(OptionError):
@@ -110,7 +109,6 @@ class EditSession:
         self.tokenizer = tokenizer
         self.context_tokens = context_tokens
         self.refresh_every = refresh_every
-        self._device = next(model.parameters()).device
         self._retok = Retokenizer(tokenizer)
         self._rotary: Rotary | None
         try:
@@ -165,15 +163,10 @@ class EditSession:
         """Encode ``ids`` after the first ``keep`` cached positions; the session's tensors
         are not touched. Returns the new keys, values and the last position's logits."""
         cache = cache_over(self._keys, self._values, keep)
-        logits = None
-        for at in range(0, len(ids), CHUNK):
-            chunk = torch.tensor([ids[at : at + CHUNK]], dtype=torch.long, device=self._device)
-            out = self.model(input_ids=chunk, past_key_values=cache, use_cache=True)
-            logits = out.logits[0, -1]
+        logits = extend(self.model, cache, ids)
         self.stats["tokens_encoded"] += len(ids)
         keys, values = layers_of(cache)
-        assert logits is not None
-        return keys, values, logits.float()
+        return keys, values, logits
 
     def _encode_window(self, start: int) -> None:
         """Encode the window starting at document token ``start`` from nothing."""
@@ -323,13 +316,7 @@ class EditSession:
         """Float32 next-token logits after ``text[:offset]`` (default: the whole text), from
         the kept cache plus the few tokens it does not hold."""
         ids, shared = self._prefix(offset)
-        cache = cache_over(self._keys, self._values, shared)
-        out = self.model(
-            input_ids=torch.tensor([ids[shared:]], dtype=torch.long, device=self._device),
-            past_key_values=cache,
-            use_cache=True,
-        )
-        return out.logits[0, -1].float()
+        return extend(self.model, cache_over(self._keys, self._values, shared), ids[shared:])
 
     def prompt_cache(self, offset: int | None = None) -> tuple[list[int], CachedPrefix]:
         """``(prompt_ids, cache)`` for a generation after ``text[:offset]``: the ids the model
