@@ -149,14 +149,17 @@ class Engine:
             cut = out.find("\n", head)
             out = out if cut < 0 else out[:cut]
         stats = dict(gen.stats)
+        elapsed = time.perf_counter() - started
         first = stats.get("first_token_seconds")
+        if first is not None:  # from the request's start: edits, constraint, prefix, prefill, first step
+            first = elapsed - (stats["seconds"] - first)
         kept = ("monitors", "prefill_seconds", "prompt_tokens", "cached_prompt_tokens")
         return Completion(
             text=out,
             finish_reason="cancelled" if stop.is_set() else gen.finish_reason,
             tokens=len(gen.token_ids),
-            seconds=time.perf_counter() - started,
-            first_token_seconds=None if first is None else ready + first,
+            seconds=elapsed,
+            first_token_seconds=first,
             stats={k: v for k, v in stats.items() if k in kept}
             | {"constraint_build_seconds": ready - edit_seconds, "edit_seconds": edit_seconds},
         )

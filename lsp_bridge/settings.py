@@ -32,7 +32,7 @@ class Settings:
 
     model: str | None = None  # HF id or local path; None: the bundled default model
     device: str | None = None  # "cpu", "cuda"; None: CUDA when available
-    sampler: str = "mask"
+    sampler: str = "awrs"  # greedy AWRS = the masked argmax, at a few checks per token
     max_tokens: int = 32
     stop_at_newline: bool = True  # inline completions end at the end of the line
     context_tokens: int = 1024  # at most this many tokens of the document go to the model

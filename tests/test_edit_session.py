@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from plugin import OptionError, PromptError, constrained_generate
 from plugin.kv import EditError, EditSession, RotaryUnavailable, read_rotary
+from plugin.kv.cache import cache_over, extend
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -90,6 +91,12 @@ def _check(session: EditSession, tokenizer) -> None:
         keys, _ = _fresh(session.model, session._cached)
         torch.testing.assert_close(session._keys[0], keys, rtol=1e-3, atol=1e-4)
         assert all(k.shape[2] == len(session._cached) for k in session._keys)
+    if session._next_logits is not None:  # known logits = the cache read again at its last token
+        last = len(session._cached) - 1
+        again = extend(
+            session.model, cache_over(session._keys, session._values, last), session._cached[last:]
+        )
+        torch.testing.assert_close(session._next_logits, again, rtol=1e-4, atol=1e-4)
 
 
 _PIECES = st.sampled_from(

@@ -114,10 +114,11 @@ def decode(
     start = time.perf_counter()
     if prompt_cache is not None:
         cached = list(prompt_cache.ids)
-        if len(cached) >= len(prompt_ids) or prompt_ids[: len(cached)] != cached:
+        whole = len(cached) == len(prompt_ids) and prompt_cache.next_logits is not None
+        if (len(cached) >= len(prompt_ids) and not whole) or prompt_ids[: len(cached)] != cached:
             raise OptionError(
                 f"prompt_cache holds {len(cached)} tokens that are not a proper prefix of the "
-                f"{len(prompt_ids)}-token prompt"
+                f"{len(prompt_ids)}-token prompt (the whole prompt needs next_logits)"
             )
     runner = _Model(model, prompt_cache)
     generator = torch.Generator(device=runner.device)
@@ -129,7 +130,11 @@ def decode(
     budget_steps = 0
     checks = 0
     finish = FINISH_LENGTH
-    logits = runner.feed(prompt_ids[runner.cached :])
+    if prompt_cache is not None and runner.cached == len(prompt_ids):
+        assert prompt_cache.next_logits is not None
+        logits = prompt_cache.next_logits.clone()
+    else:
+        logits = runner.feed(prompt_ids[runner.cached :])
     prefill_seconds = time.perf_counter() - start
     width = logits.numel()
     mask = torch.zeros(width, dtype=torch.bool, device=runner.device)

@@ -76,13 +76,15 @@ class CachedPrefix:
     """The KV cache of the first ``len(ids)`` tokens of a prompt (read-only views).
 
     Give it to :func:`plugin.constrained_generate` as ``prompt_cache=`` with a prompt
-    (token ids) that starts with ``ids``: only the rest of the prompt is encoded.
+    (token ids) that starts with ``ids``: only the rest of the prompt is encoded. It may
+    hold the whole prompt when ``next_logits`` (the logits after it) are given.
     :meth:`plugin.kv.EditSession.generate` builds one from the document's cache.
     """
 
     ids: tuple[int, ...]
     keys: tuple[torch.Tensor, ...]
     values: tuple[torch.Tensor, ...]
+    next_logits: torch.Tensor | None = None
 
     def cache(self) -> Any:
         """A fresh ``DynamicCache`` over these tensors (a forward appends to new tensors)."""

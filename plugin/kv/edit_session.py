@@ -40,6 +40,7 @@ from plugin.kv.rotary import Rotary, RotaryUnavailable, read_rotary
 log = logging.getLogger(__name__)
 
 GENERATION_ROOM = 256  # positions left free for generation when context_tokens is not given
+SHORT_TAIL = 32  # tokens after an edit that are encoded again rather than re-rotated
 
 
 class EditError(OptionError):
@@ -125,6 +126,7 @@ class EditSession:
         self._cached: list[int] = []  # lead + document tokens of the window
         self._keys: list[torch.Tensor] = []
         self._values: list[torch.Tensor] = []
+        self._next_logits: torch.Tensor | None = None  # after all cached tokens, when known
         self.stats: dict[str, Any] = {
             "rotation": rotation,
             "tokens_encoded": 0,
@@ -171,31 +173,40 @@ class EditSession:
     def _encode_window(self, start: int) -> None:
         """Encode the window starting at document token ``start`` from nothing."""
         ids = self._lead + self._tokens.ids[start : start + self.context_tokens]
-        keys, values = ([], []) if not ids else self._forward(0, ids)[:2]
+        keys, values, logits = ([], [], None) if not ids else self._forward(0, ids)
         self._start, self._cached, self._keys, self._values = start, ids, keys, values
+        self._next_logits = logits
 
     def _splice(self, i: int, j: int, new_ids: list[int]) -> None:
-        """Cached positions ``[i, j)`` become ``new_ids``; later keys move by the difference."""
+        """Cached positions ``[i, j)`` become ``new_ids``; later keys move by the difference.
+
+        A tail of at most ``SHORT_TAIL`` tokens is encoded again with the new tokens
+        instead (one forward either way; exact, and it leaves the logits after the
+        cache's end known, which a completion at the end of the text then reuses)."""
         tail_ids = self._cached[j:]
         delta = len(new_ids) - (j - i)
-        if new_ids:
-            keys, values, _ = self._forward(i, new_ids)
+        reencode = len(tail_ids) <= SHORT_TAIL or (delta != 0 and self._rotary is None)
+        encode = new_ids + tail_ids if reencode else new_ids
+        if encode:
+            keys, values, logits = self._forward(i, encode)
         else:
             keys = [k[:, :, :i] for k in self._keys]
             values = [v[:, :, :i] for v in self._values]
-        if tail_ids:
+            logits = None
+        if reencode:
+            self._next_logits = logits
+            if tail_ids and len(tail_ids) > SHORT_TAIL:
+                self.stats["tokens_reencoded_fallback"] += len(tail_ids)
+        else:  # the tail's keys move by delta; values stay
             tail_k = [k[:, :, j:] for k in self._keys]
             tail_v = [v[:, :, j:] for v in self._values]
-            if delta and self._rotary is not None:
+            if delta:
+                assert self._rotary is not None
                 tail_k = [self._rotary.rotate(k, delta) for k in tail_k]
                 self.stats["tokens_rerotated"] += len(tail_ids)
-            if delta and self._rotary is None:
-                self._keys, self._values = keys, values
-                keys, values, _ = self._forward(i + len(new_ids), tail_ids)
-                self.stats["tokens_reencoded_fallback"] += len(tail_ids)
-            else:
-                keys = [torch.cat((a, b), dim=-2) for a, b in zip(keys, tail_k, strict=True)]
-                values = [torch.cat((a, b), dim=-2) for a, b in zip(values, tail_v, strict=True)]
+            keys = [torch.cat((a, b), dim=-2) for a, b in zip(keys, tail_k, strict=True)]
+            values = [torch.cat((a, b), dim=-2) for a, b in zip(values, tail_v, strict=True)]
+            self._next_logits = None
         self._keys, self._values = keys, values
         self._cached = self._cached[:i] + new_ids + tail_ids
         self._crop_tail()
@@ -203,6 +214,7 @@ class EditSession:
     def _crop_tail(self) -> None:
         keep = len(self._lead) + self.context_tokens
         if len(self._cached) > keep:
+            self._next_logits = None
             self._cached = self._cached[:keep]
             self._keys = [k[:, :, :keep] for k in self._keys]
             self._values = [v[:, :, :keep] for v in self._values]
@@ -225,12 +237,12 @@ class EditSession:
         began = time.perf_counter()
         text = self._text[:start] + new_text + self._text[end:]
         splice = self._retok.replace(self._tokens, text, start, end, start + len(new_text))
-        saved = (self._start, self._cached, self._keys, self._values)
+        saved = (self._start, self._cached, self._keys, self._values, self._next_logits)
         try:
             self._apply(splice.first, splice.old_stop, splice.new_ids)
         except Exception as exc:  # the model failed mid-update: never keep a cache that disagrees
             log.warning("edit session: update failed (%s: %s); re-encoding", type(exc).__name__, exc)
-            self._start, self._cached, self._keys, self._values = saved
+            self._start, self._cached, self._keys, self._values, self._next_logits = saved
             self.stats["failed_updates"] += 1
             self._tokens = splice.tokens
             self._encode_window(min(self._start, max(0, len(splice.tokens) - self.context_tokens)))
@@ -305,6 +317,8 @@ class EditSession:
         ids = self._lead + prompt[self._start :]
         if not ids:
             raise PromptError("there is no text before offset 0 to condition on (and no BOS token)")
+        if ids == self._cached and self._next_logits is not None:
+            return ids, len(ids)  # the logits after the whole prompt are known
         shared = 0
         limit = min(len(ids) - 1, len(self._cached))
         while shared < limit and ids[shared] == self._cached[shared]:
@@ -316,6 +330,9 @@ class EditSession:
         """Float32 next-token logits after ``text[:offset]`` (default: the whole text), from
         the kept cache plus the few tokens it does not hold."""
         ids, shared = self._prefix(offset)
+        if shared == len(ids):
+            assert self._next_logits is not None
+            return self._next_logits.clone()
         return extend(self.model, cache_over(self._keys, self._values, shared), ids[shared:])
 
     def prompt_cache(self, offset: int | None = None) -> tuple[list[int], CachedPrefix]:
@@ -326,6 +343,7 @@ class EditSession:
             tuple(ids[:shared]),
             tuple(k[:, :, :shared] for k in self._keys),
             tuple(v[:, :, :shared] for v in self._values),
+            self._next_logits if shared == len(ids) else None,
         )
 
     def generate(self, offset: int | None = None, **kwargs: Any) -> Any:
