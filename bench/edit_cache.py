@@ -57,7 +57,7 @@ sys.path.insert(0, str(REPO))
 from plugin.api import constrained_generate  # noqa: E402
 from plugin.decoding import percentile  # noqa: E402
 from plugin.kv import CachedPrefix, EditSession  # noqa: E402
-from plugin.kv.cache import layers_of  # noqa: E402
+from plugin.kv.cache import extend, layers_of  # noqa: E402
 from plugin.kv.edit_session import GENERATION_ROOM  # noqa: E402
 from plugin.models import load_model  # noqa: E402
 
@@ -72,7 +72,6 @@ STDLIB_MODULES = [
 PROBLEMS = REPO.parent / "shared" / "data" / "python-problems"
 KINDS = ("insert_line", "delete_line", "rename", "literal")
 METHODS = ("pie", "prefix_reuse", "full")
-CHUNK = 1024  # tokens per forward in the prefix-reuse baseline (bounds attention memory)
 CUT_MARGIN = 36  # tokens left free below context_tokens when cutting (8k model: cut at ≤ 7,900)
 GREEDY_TOKENS = 16
 BUCKETS = ((0, 0, "0 (just refreshed)"), (1, 4, "1–4"), (5, 8, "5–8"), (9, 16, "9–16"), (17, 10**9, "17+"))
@@ -282,7 +281,6 @@ class PrefixReuse:
         from transformers import DynamicCache
 
         self.model, self.tokenizer, self.context_tokens = model, tokenizer, context_tokens
-        self.device = next(model.parameters()).device
         self.cache = DynamicCache()
         self.ids: list[int] = []
         self.reencoded = 0
@@ -296,28 +294,20 @@ class PrefixReuse:
         while shared < limit and ids[shared] == self.ids[shared]:
             shared += 1
         self.cache.crop(shared - self.cache.get_seq_length())  # negative: tokens to drop
-        logits = None
-        for at in range(shared, len(ids), CHUNK):
-            chunk = torch.tensor([ids[at : at + CHUNK]], dtype=torch.long, device=self.device)
-            logits = self.model(input_ids=chunk, past_key_values=self.cache, use_cache=True).logits[0, -1]
-        assert logits is not None
+        logits = extend(self.model, self.cache, ids[shared:])  # LM head on the last position only
         self.ids, self.reencoded = ids, len(ids) - shared
-        return logits.float()
+        return logits
 
 
 @torch.inference_mode()
 def full_forward(model: Any, ids: list[int], keep_cache: bool) -> tuple[torch.Tensor, Any]:
-    """One forward over all of ``ids`` from nothing: the reference logits (and its cache)."""
+    """One forward over all of ``ids`` from nothing (chunks of 1,024, LM head on the last
+    position only, as the session's own encode): the reference logits (and its cache)."""
     from transformers import DynamicCache
 
-    device = next(model.parameters()).device
-    cache = DynamicCache() if keep_cache else None
-    out = model(
-        input_ids=torch.tensor([ids], dtype=torch.long, device=device),
-        past_key_values=cache,
-        use_cache=keep_cache,
-    )
-    return out.logits[0, -1].float(), cache
+    cache = DynamicCache()
+    logits = extend(model, cache, ids)
+    return logits, cache if keep_cache else None
 
 
 def compare(reference: torch.Tensor, other: torch.Tensor) -> tuple[bool, float]:
