@@ -18,7 +18,8 @@ prefix-caching server does) and ``full`` (one forward over the whole new text). 
 also the reference: PIE keeps the suffix's values as they were computed before the edit,
 so we measure top-1 agreement and KL(full ‖ pie) of the next-token distribution, exact
 match of a greedy 16-token continuation, and the same at a random line end in the first
-half of the document; all of it by edits since the last refresh (``--refresh-every``).
+half of the document; all of it by edits since the last refresh (``--refresh-every``,
+default the library's policy; 0 never refreshes: pure PIE).
 
     .venv/bin/python bench/edit_cache.py [--sizes 1000 4000 8000] [--edits 24] [--refresh-every N]
         [--corpora stdlib problems] [--seed 0] [--threads 2] [--device cpu] [--out DIR]
@@ -58,7 +59,7 @@ from plugin.api import constrained_generate  # noqa: E402
 from plugin.decoding import percentile  # noqa: E402
 from plugin.kv import CachedPrefix, EditSession  # noqa: E402
 from plugin.kv.cache import extend, layers_of  # noqa: E402
-from plugin.kv.edit_session import GENERATION_ROOM  # noqa: E402
+from plugin.kv.edit_session import GENERATION_ROOM, REFRESH_EVERY  # noqa: E402
 from plugin.models import load_model  # noqa: E402
 
 STDLIB_MODULES = [
@@ -352,7 +353,7 @@ def run_document(
     """All edits on one document with one session carried through them."""
     device = next(model.parameters()).device
     rng = random.Random(f"{args.seed}-{corpus}-{size}")
-    session = EditSession(model, tokenizer, doc, refresh_every=args.refresh_every)
+    session = EditSession(model, tokenizer, doc, refresh_every=args.refresh_every or None)
     ctx = session.context_tokens
     baseline = PrefixReuse(model, tokenizer, doc, ctx)
     session.logits()  # warm-up (first-call allocations), untimed
@@ -643,7 +644,10 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 8000], help="document tokens")
     ap.add_argument("--edits", type=int, default=24, help="edits per document (split evenly between kinds)")
     ap.add_argument(
-        "--refresh-every", type=int, default=None, help="EditSession refresh_every (default never)"
+        "--refresh-every",
+        type=int,
+        default=REFRESH_EVERY,
+        help=f"EditSession refresh_every (default {REFRESH_EVERY}, the library's; 0: never)",
     )
     ap.add_argument("--corpora", nargs="+", choices=["stdlib", "problems"], default=["stdlib", "problems"])
     ap.add_argument("--seed", type=int, default=0)

@@ -7,7 +7,9 @@ SQL grammar plus the database monitor when a database is set. The constraint con
 the whole text before the cursor (so indentation and open brackets are known); the
 model sees its last ``context_tokens`` tokens, read from the document's edit-aware KV
 cache (:class:`plugin.kv.EditSession`, owned by its :class:`DocumentSession`), so only
-the edited tokens and the few after the cache's end are encoded. Runs off the server's
+the edited tokens and the few after the cache's end are encoded. When the tokenizer has
+fill-in-the-middle tokens (and ``fim`` is on), the model reads the prefix and the suffix
+(:class:`plugin.kv.FimSession`) as long as the document fits ``context_tokens``. Runs off the server's
 message loop; ``stop`` ends it between two decoding steps.
 """
 
@@ -101,15 +103,13 @@ class Engine:
         path: Path | None,
         root: Path | None,
         stop: threading.Event,
-        session: DocumentSession | None = None,
+        session: DocumentSession,
         progress: Callable[[str], None] | None = None,
     ) -> Completion:
-        """A constrained completion of ``text`` at ``offset`` (see module docstring).
-
-        With ``session``, the document's edit-aware cache is brought up to date with the
-        edits queued since the last completion and the prompt's cache comes from it;
-        without, the prompt is encoded from scratch."""
-        from plugin.api import constrained_generate
+        """A constrained completion of ``text`` at ``offset`` (see module docstring): the
+        document's edit-aware cache is brought up to date with the edits queued since the
+        last completion, and the prompt's cache comes from it."""
+        from plugin.kv import fim_spelling
 
         if language not in LANGUAGES:
             raise OptionError(
@@ -118,14 +118,18 @@ class Engine:
         model, tokenizer = self.model(progress)
         started = time.perf_counter()  # latency counts applying edits and building the constraint
         s = self.settings
-        cache, edit_seconds = None, 0.0
-        if session is not None:
-            edits, current = session.take_edits()
-            cache, edit_seconds = session.edit_session(
-                model, tokenizer, text if current is None else current, edits, s.context_tokens
-            )
-            if cache.text != text:  # the document moved on: this request is stale
-                return Completion("", "cancelled", 0, time.perf_counter() - started, None)
+        edits, current = session.take_edits()
+        cache, edit_seconds = session.edit_session(
+            model,
+            tokenizer,
+            text if current is None else current,
+            edits,
+            s.context_tokens,
+            cursor=offset,
+            fim=s.fim and fim_spelling(tokenizer) is not None,
+        )
+        if cache.text != text:  # the document moved on: this request is stale
+            return Completion("", "cancelled", 0, time.perf_counter() - started, None)
         watched, should_stop = self._constraint(tokenizer, language, text, offset, path, root, stop)
         prefix = text[:offset]
         options: dict[str, Any] = {
@@ -137,12 +141,7 @@ class Engine:
             "should_stop": should_stop,
         }
         ready = time.perf_counter() - started
-        if cache is not None:
-            gen = cache.generate(offset, **options)
-        else:
-            ids = tokenizer(prefix, add_special_tokens=False).input_ids
-            prompt = tokenizer.decode(ids[-s.context_tokens :]) if len(ids) > s.context_tokens else prefix
-            gen = constrained_generate(model, tokenizer, prompt, **options)
+        gen = cache.generate(offset, **options)
         out = gen.text
         if s.stop_at_newline:
             head = len(out) - len(out.lstrip("\n"))

@@ -45,6 +45,7 @@ COMMAND_DOCUMENT_TEXT = "stencil.documentText"
 COMMAND_STATUS = "stencil.status"
 _LANGUAGE_IDS = {"python": "python", "json": "json", "jsonc": "json", "sql": "sql"}
 _SUFFIXES = {".py": "python", ".json": "json", ".sql": "sql"}
+IDLE_SECONDS = 1.0  # a pause this long lets a document's cache be re-encoded
 
 
 class StencilServer(LanguageServer):
@@ -61,6 +62,38 @@ class StencilServer(LanguageServer):
         self.engine = Engine(self.settings)
         self.sessions = SessionPool(self.settings.max_sessions)
         self.generations = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stencil-generate")
+        self._idle: dict[str, asyncio.TimerHandle] = {}  # pending idle refreshes by document URI
+
+    def quiet(self, uri: str) -> None:
+        """Activity on ``uri``: its pending idle refresh waits for the next pause."""
+        handle = self._idle.pop(uri, None)
+        if handle is not None:
+            handle.cancel()
+
+    def refresh_when_idle(self, uri: str) -> None:
+        """After ``IDLE_SECONDS`` without edits or requests for ``uri``, re-encode its cache in
+        the generation thread if ``refresh_every`` edits reached it (PIE's suffix keys and
+        values drift from a full encode as edits pile up; see plugin.kv)."""
+        self.quiet(uri)
+        every = self.settings.refresh_every
+        if every < 1:
+            return
+
+        def refresh() -> None:
+            session = self.sessions.peek(uri)
+            if session is None:
+                return
+            try:
+                if session.refresh_if_stale(every):
+                    log.info("re-encoded the cache of %s after %d edits", uri, every)
+            except Exception:  # a failed refresh leaves the old cache, still in step with its text
+                log.exception("idle refresh of %s failed", uri)
+
+        def submit() -> None:
+            self._idle.pop(uri, None)
+            self.generations.submit(refresh)
+
+        self._idle[uri] = asyncio.get_running_loop().call_later(IDLE_SECONDS, submit)
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """A message that is not JSON gets its ParseError response (see
@@ -129,6 +162,7 @@ async def _complete(ls: StencilServer, uri: str, position: lsp.Position) -> Comp
     offset = _offset(doc, position)
     text = doc.source
     session = ls.sessions.get(uri, language)
+    ls.quiet(uri)
     if not session.following:  # evicted earlier, or opened before the server knew its language
         session.opened(text)
     stop = session.start()
@@ -151,6 +185,7 @@ async def _complete(ls: StencilServer, uri: str, position: lsp.Position) -> Comp
         raise JsonRpcException(str(exc), code=lsp.LSPErrorCodes.RequestFailed.value) from None
     finally:
         session.finish(stop)
+        ls.refresh_when_idle(uri)
 
 
 @server.feature(lsp.INITIALIZE)
@@ -200,6 +235,7 @@ def _opened(ls: StencilServer, params: lsp.DidOpenTextDocumentParams) -> None:
 def _changed(ls: StencilServer, params: lsp.DidChangeTextDocumentParams) -> None:
     """Each change becomes an edit of the document's KV cache (applied at the next completion)."""
     uri = params.text_document.uri
+    ls.quiet(uri)
     session = ls.sessions.peek(uri)
     if session is not None:
         session.changed(list(params.content_changes), ls.workspace.get_text_document(uri).source)
@@ -207,6 +243,7 @@ def _changed(ls: StencilServer, params: lsp.DidChangeTextDocumentParams) -> None
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
 def _closed(ls: StencilServer, params: lsp.DidCloseTextDocumentParams) -> None:
+    ls.quiet(params.text_document.uri)
     ls.sessions.close(params.text_document.uri)
 
 
@@ -332,6 +369,7 @@ def _status(ls: StencilServer, *args: Any) -> dict[str, Any]:
             "window": list(cache.window),
             "in_step": doc is not None and doc.source == cache.text,
             "resyncs": session.stats["resyncs"],
+            "refreshes": cache.stats["refreshes"],
             "merged_edits": session.stats["merged_edits"],
             **{k: cache.stats[k] for k in ("edits", "tokens_encoded", "tokens_rerotated", "rotation")},
         }

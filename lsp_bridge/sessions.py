@@ -27,6 +27,8 @@ from typing import Any
 from lsprotocol import types as lsp
 from pygls.workspace import TextDocument
 
+from plugin.errors import OptionError
+
 log = logging.getLogger("stencil.lsp")
 
 
@@ -87,6 +89,7 @@ class DocumentSession:
     edits: int = 0
     cache: Any = field(default=None, repr=False)  # the plugin.kv.EditSession, built on first use
     stats: dict[str, int] = field(default_factory=lambda: {"resyncs": 0, "merged_edits": 0})
+    fim_refused: bool = False  # the document outgrew fill-in-the-middle once: prefix only
     _shadow: TextDocument | None = field(default=None, repr=False)
     _pending: list[Edit] = field(default_factory=list, repr=False)
     _out_of_step: bool = field(default=False, repr=False)
@@ -148,36 +151,74 @@ class DocumentSession:
         return folded, text
 
     def edit_session(
-        self, model: Any, tokenizer: Any, text: str, edits: list[Edit] | None, context_tokens: int
+        self,
+        model: Any,
+        tokenizer: Any,
+        text: str,
+        edits: list[Edit] | None,
+        context_tokens: int,
+        *,
+        cursor: int | None = None,
+        fim: bool = False,
     ) -> tuple[Any, float]:
-        """The document's :class:`plugin.kv.EditSession` with ``edits`` applied, so that it
-        holds ``text``; built (encoding the document) when there is none, when the model or
-        context changed, or when the edits do not lead to ``text``. Returns it and the
-        seconds spent applying edits."""
+        """The document's cache with ``edits`` applied, so that it holds ``text``: a
+        :class:`plugin.kv.FimSession` when ``fim`` (the tokenizer has FIM tokens and the
+        document fits the context; ``cursor`` places it), else a
+        :class:`plugin.kv.EditSession` (the prefix alone). Built (encoding the document)
+        when there is none, when the model, context or mode changed, or when the edits do
+        not lead to ``text``. Returns it and the seconds spent applying edits."""
         import time
 
-        from plugin.kv import EditSession
+        from plugin.kv import EditSession, FimSession
 
         started = time.perf_counter()
         cache = self.cache
-        fits = cache is not None and cache.model is model and cache.context_tokens == context_tokens
-        if fits and edits is None:
-            fits = False
-            self.stats["resyncs"] += 1
-        elif fits and edits is not None:
+        want_fim = fim and not self.fim_refused
+        kind = FimSession if want_fim else EditSession
+        usable = isinstance(cache, kind) and cache.model is model and cache.context_tokens == context_tokens
+        if usable:
             try:
+                if edits is None:
+                    raise ValueError("the session's copy of the text fell out of step")
                 for e in edits:
                     cache.edit(e.start, e.end, e.text)
+                if cache.text != text:
+                    raise ValueError("the edits do not lead to the document's text")
             except Exception as exc:  # an edit that does not fit the cached text
-                log.warning("edit of %s did not apply (%s); re-encoding", self.uri, exc)
-                fits = False
-            if fits and cache.text != text:
-                fits = False
-            if not fits:
+                log.warning("edits of %s did not apply (%s); re-encoding", self.uri, exc)
                 self.stats["resyncs"] += 1
-        if not fits:
-            cache = self.cache = EditSession(model, tokenizer, text, context_tokens=context_tokens)
+                usable = False
+        if not usable:
+            cache = self.cache = None  # drop the old cache before building the new one
+            if want_fim:
+                try:
+                    cache = FimSession(
+                        model,
+                        tokenizer,
+                        text,
+                        len(text) if cursor is None else cursor,
+                        context_tokens=context_tokens,
+                        refresh_every=None,  # the server refreshes when the editor is idle
+                    )
+                except OptionError as exc:  # longer than the context: the prefix alone
+                    log.info("%s: %s; completing from the prefix", self.uri, exc)
+                    self.fim_refused = True
+            if cache is None:
+                cache = EditSession(model, tokenizer, text, context_tokens=context_tokens, refresh_every=None)
+            self.cache = cache
         return cache, time.perf_counter() - started
+
+    def refresh_if_stale(self, after: int) -> bool:
+        """Re-encode the cache in full when ``after`` or more edits reached it since its last
+        refresh and none are waiting (run when the editor is idle: the re-encode costs a
+        prefill, seconds on a CPU, and a completion arriving meanwhile waits for it)."""
+        with self._lock:
+            waiting = bool(self._pending) or self._out_of_step or self._running is not None
+        cache = self.cache
+        if cache is None or waiting or cache.stats["edits_since_refresh"] < after:
+            return False
+        cache.refresh()
+        return True
 
     def start(self) -> threading.Event:
         """A new generation for this document: the one in flight is told to stop; the

@@ -36,6 +36,8 @@ class Settings:
     max_tokens: int = 32
     stop_at_newline: bool = True  # inline completions end at the end of the line
     context_tokens: int = 1024  # at most this many tokens of the document go to the model
+    fim: bool = True  # fill-in-the-middle (prefix and suffix) when the tokenizer has FIM tokens
+    refresh_every: int = 8  # re-encode a document's cache, when idle, after this many edits (0: never)
     max_sessions: int = 32  # open documents holding a generation session (LRU beyond)
     analysis_timeout: float = 5.0
     python: LanguageSettings = field(default_factory=lambda: LanguageSettings(grammar="python"))
@@ -77,6 +79,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "max_tokens": int,
     "stop_at_newline": bool,
     "context_tokens": int,
+    "fim": bool,
+    "refresh_every": int,
     "max_sessions": int,
     "analysis_timeout": (int, float),
 }
@@ -88,6 +92,8 @@ def _typed(key: str, value: Any, path: str) -> Any:
         raise OptionError(f"{path} must be {getattr(want, '__name__', 'a number')}, got {value!r}")
     if key in ("max_tokens", "context_tokens", "max_sessions") and value < 1:
         raise OptionError(f"{path} must be at least 1, got {value!r}")
+    if key == "refresh_every" and value < 0:
+        raise OptionError(f"{path} must be 0 (never) or a positive number of edits, got {value!r}")
     if key == "analysis_timeout" and value <= 0:
         raise OptionError(f"{path} must be positive, got {value!r}")
     return value

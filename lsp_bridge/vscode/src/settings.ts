@@ -12,6 +12,8 @@ export const SERVER_KEYS = [
   "max_tokens",
   "stop_at_newline",
   "context_tokens",
+  "fim",
+  "refresh_every",
   "max_sessions",
   "analysis_timeout",
   "python",
