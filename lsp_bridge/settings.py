@@ -37,7 +37,7 @@ class Settings:
     stop_at_newline: bool = True  # inline completions end at the end of the line
     context_tokens: int = 1024  # at most this many tokens of the document go to the model
     fim: bool = True  # fill-in-the-middle (prefix and suffix) when the tokenizer has FIM tokens
-    refresh_every: int = 8  # re-encode a document's cache, when idle, after this many edits (0: never)
+    refresh_every: int = 4  # re-encode a document's cache, when idle, after this many edits (0: never)
     max_sessions: int = 32  # open documents holding a generation session (LRU beyond)
     analysis_timeout: float = 5.0
     python: LanguageSettings = field(default_factory=lambda: LanguageSettings(grammar="python"))

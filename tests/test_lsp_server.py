@@ -157,9 +157,9 @@ async def test_edits_reach_the_kv_cache_without_a_reencode(client: LanguageClien
     assert cache["in_step"] and cache["resyncs"] == 0 and cache["edits"] >= 1
     assert cache["tokens_encoded"] < 2 * cache["tokens"]  # one encode, then edited tokens only
     assert cache["rotation"].startswith("exact") and cache["refreshes"] == 0
-    await asyncio.sleep(3)  # idle: after refresh_every (8) edits the cache is re-encoded
+    await asyncio.sleep(3)  # idle: after refresh_every (4) edits the cache is re-encoded
     status = await client.workspace_execute_command_async(lsp.ExecuteCommandParams("stencil.status", []))
-    assert status["edit_caches"][uri]["refreshes"] == (1 if cache["edits"] >= 8 else 0)
+    assert status["edit_caches"][uri]["refreshes"] == (1 if cache["edits"] >= 4 else 0)
 
 
 @pytest.mark.asyncio

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 GENERATION_ROOM = 256  # positions left free for generation when context_tokens is not given
 SHORT_TAIL = 32  # tokens after an edit that are encoded again rather than re-rotated
-REFRESH_EVERY = 8  # default policy, from bench/edit_cache.py's fidelity by edits since refresh
+REFRESH_EVERY = 4  # default policy, from bench/edit_cache.py's fidelity by edits since refresh
 
 
 class EditError(OptionError):
@@ -81,9 +81,10 @@ class EditSession:
     ``model``/``tokenizer``: a Hugging Face causal LM and its fast tokenizer.
     ``context_tokens``: at most this many document tokens are cached and shown to the
     model (default: the model's ``max_position_embeddings`` less 256 for generation).
-    ``refresh_every``: re-encode in full after this many edits (default 8: with up to 8
-    edits since a refresh the next-token argmax agreed with a full re-encode on every one
-    of 24 measured edits, with more it fell to 81–89%; docs/edit-cache.md); None: never.
+    ``refresh_every``: re-encode in full after this many edits (default 4: with up to 4
+    edits since a refresh the next-token argmax agreed with a full re-encode on all 44
+    measured edits, with 5–8 on 93%, with 17 or more on 81%; docs/edit-cache.md); None:
+    never (pure PIE, the fastest).
     """
 
     def __init__(
