@@ -1,8 +1,9 @@
 """Stencil: constrained decoding for PyTorch + Hugging Face transformers.
 
 Public API: :func:`load_model`, :func:`constrained_generate`, :class:`Generation`,
-:class:`StencilLogitsProcessor`, the :class:`Matcher` seam, :class:`Vocabulary`, and
-the :class:`StencilError` hierarchy.
+:class:`StencilLogitsProcessor`, :class:`EditSession` and :class:`FimSession` (the
+edit-aware KV cache, :mod:`plugin.kv`), the :class:`Matcher` seam, :class:`Vocabulary`,
+and the :class:`StencilError` hierarchy.
 """
 
 from plugin.api import Generation, constrained_generate
@@ -18,6 +19,7 @@ from plugin.errors import (
     UnsupportedSchemaError,
     VocabularyError,
 )
+from plugin.kv import EditError, EditSession, FimSession
 from plugin.logits_processor import StencilLogitsProcessor
 from plugin.matcher import CompiledConstraint, Matcher
 from plugin.models import load_model, load_tokenizer
@@ -26,6 +28,9 @@ from plugin.vocabulary import Vocabulary
 __all__ = [
     "CompiledConstraint",
     "ConstraintViolation",
+    "EditError",
+    "EditSession",
+    "FimSession",
     "Generation",
     "GrammarError",
     "Matcher",

@@ -82,9 +82,9 @@ class EditSession:
     ``context_tokens``: at most this many document tokens are cached and shown to the
     model (default: the model's ``max_position_embeddings`` less 256 for generation).
     ``refresh_every``: re-encode in full after this many edits (default 4: with up to 4
-    edits since a refresh the next-token argmax agreed with a full re-encode on all 44
-    measured edits, with 5–8 on 93%, with 17 or more on 81%; docs/edit-cache.md); None:
-    never (pure PIE, the fastest).
+    edits since a refresh the next-token argmax agreed with a full re-encode on 44 of 44
+    measured edits, with 5–8 on 42 of 44, with more on 34 of 40; docs/edit-cache.md);
+    None: never (pure PIE, the fastest).
     """
 
     def __init__(
@@ -247,8 +247,13 @@ class EditSession:
             log.warning("edit session: update failed (%s: %s); re-encoding", type(exc).__name__, exc)
             self._start, self._cached, self._keys, self._values, self._next_logits = saved
             self.stats["failed_updates"] += 1
-            self._tokens = splice.tokens
-            self._encode_window(min(self._start, max(0, len(splice.tokens) - self.context_tokens)))
+            old_tokens, self._tokens = self._tokens, splice.tokens
+            try:
+                self._encode_window(min(self._start, max(0, len(splice.tokens) - self.context_tokens)))
+            except Exception:  # the re-encode failed too: keep the old text with its old cache
+                self._tokens = old_tokens
+                self._start, self._cached, self._keys, self._values, self._next_logits = saved
+                raise
         self._text, self._tokens = text, splice.tokens
         seconds = time.perf_counter() - began
         self.stats["edits"] += 1
@@ -313,7 +318,8 @@ class EditSession:
 
     def _prefix(self, offset: int | None) -> tuple[list[int], int]:
         """The model's prompt for ``text[:offset]`` (lead + window part) and how many of its
-        first positions the cache already holds (at most all but the last)."""
+        first positions the cache already holds (all but the last, or all when the logits
+        after them are known)."""
         offset = len(self._text) if offset is None else self._check_offset(offset, "offset")
         prompt = self._prompt_tokens(offset)
         self._place(prompt)
