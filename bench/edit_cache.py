@@ -26,8 +26,9 @@ default the library's policy; 0 never refreshes: pure PIE).
 
 On two CPU cores, ``--sizes 1000 4000 --edits 16`` takes about 20 minutes for both
 corpora; at 8,000 tokens one edit takes about 100 s (a full re-encode alone is 43 s), so
-``--sizes 8000 --edits 8`` takes about half an hour. Writes ``bench/results/edit-cache-<device>.json`` and ``.png`` and prints the
-tables; progress goes to stderr.
+``--sizes 8000 --edits 8`` takes about half an hour. Writes
+``bench/results/edit-cache-<device>.json`` and ``.png`` and prints the tables; progress
+goes to stderr.
 """
 
 from __future__ import annotations
