@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,8 +168,6 @@ class DocumentSession:
         :class:`plugin.kv.EditSession` (the prefix alone). Built (encoding the document)
         when there is none, when the model, context or mode changed, or when the edits do
         not lead to ``text``. Returns it and the seconds spent applying edits."""
-        import time
-
         from plugin.kv import EditSession, FimSession
 
         started = time.perf_counter()

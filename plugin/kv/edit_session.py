@@ -65,6 +65,24 @@ def check_text(text: Any, name: str) -> str:
     return text
 
 
+def check_edit(start: Any, end: Any, new_text: Any, length: int) -> None:
+    """An edit ``[start, end) -> new_text`` of a text of ``length`` characters, or EditError."""
+    check_offset(start, length, "start")
+    check_offset(end, length, "end")
+    if end < start:
+        raise EditError(f"edit end={end} is before start={start}")
+    check_text(new_text, "new_text")
+
+
+def check_offset(offset: Any, length: int, name: str) -> int:
+    """``offset`` if it is a character offset into a text of ``length`` characters."""
+    if not isinstance(offset, int) or isinstance(offset, bool):
+        raise EditError(f"{name} must be an integer character offset, got {offset!r}")
+    if not 0 <= offset <= length:
+        raise EditError(f"{name}={offset} is outside the text (0..{length})")
+    return offset
+
+
 def _leading_special(tokenizer: Any) -> list[int]:
     """Special tokens the tokenizer puts before a text (BOS for Llama-2 style tokenizers)."""
     plain = tokenizer("x", add_special_tokens=False).input_ids
@@ -223,20 +241,9 @@ class EditSession:
             self._values = [v[:, :, :keep] for v in self._values]
 
     # ------------------------------------------------------------------ edits
-    def _check_offset(self, offset: Any, name: str) -> int:
-        if not isinstance(offset, int) or isinstance(offset, bool):
-            raise EditError(f"{name} must be an integer character offset, got {offset!r}")
-        if not 0 <= offset <= len(self._text):
-            raise EditError(f"{name}={offset} is outside the text (0..{len(self._text)})")
-        return offset
-
     def edit(self, start: int, end: int, new_text: str) -> None:
         """Replace characters ``[start, end)`` of the text by ``new_text``."""
-        self._check_offset(start, "start")
-        self._check_offset(end, "end")
-        if end < start:
-            raise EditError(f"edit end={end} is before start={start}")
-        check_text(new_text, "new_text")
+        check_edit(start, end, new_text, len(self._text))
         began = time.perf_counter()
         text = self._text[:start] + new_text + self._text[end:]
         splice = self._retok.replace(self._tokens, text, start, end, start + len(new_text))
@@ -320,7 +327,7 @@ class EditSession:
         """The model's prompt for ``text[:offset]`` (lead + window part) and how many of its
         first positions the cache already holds (all but the last, or all when the logits
         after them are known)."""
-        offset = len(self._text) if offset is None else self._check_offset(offset, "offset")
+        offset = len(self._text) if offset is None else check_offset(offset, len(self._text), "offset")
         prompt = self._prompt_tokens(offset)
         self._place(prompt)
         ids = self._lead + prompt[self._start :]

@@ -20,7 +20,7 @@ import weakref
 from typing import Any
 
 from plugin.errors import OptionError
-from plugin.kv.edit_session import REFRESH_EVERY, EditError, EditSession, check_text
+from plugin.kv.edit_session import REFRESH_EVERY, EditSession, check_edit, check_offset, check_text
 
 # (before the prefix, before the suffix, before the middle), in the PSM order
 FIM_SPELLINGS = (
@@ -75,7 +75,7 @@ class FimSession:
             )
         self._pre, self._suf, self._mid = spelling
         self._text = check_text(text, "text")
-        self._cursor = self._offset(cursor, "cursor")
+        self._cursor = check_offset(cursor, len(text), "cursor")
         fim = self._pre + text[:cursor] + self._suf + text[cursor:] + self._mid
         self.session = EditSession(
             model, tokenizer, fim, context_tokens=context_tokens, refresh_every=refresh_every
@@ -112,11 +112,6 @@ class FimSession:
     def refresh(self) -> None:
         self.session.refresh()
 
-    def _offset(self, offset: Any, name: str) -> int:
-        if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= len(self._text):
-            raise EditError(f"{name}={offset!r} is outside the text (0..{len(self._text)})")
-        return offset
-
     def _at(self, offset: int) -> int:
         """Where document offset ``offset`` is in the FIM string (the cursor's own offset
         on the prefix side)."""
@@ -127,11 +122,7 @@ class FimSession:
     def edit(self, start: int, end: int, new_text: str) -> None:
         """Replace document characters ``[start, end)`` by ``new_text``; an edit over the
         cursor keeps its new text on the prefix side and leaves the cursor after it."""
-        self._offset(start, "start")
-        self._offset(end, "end")
-        if end < start:
-            raise EditError(f"edit end={end} is before start={start}")
-        check_text(new_text, "new_text")
+        check_edit(start, end, new_text, len(self._text))
         c = self._cursor
         if start < c < end:  # split: the suffix part loses [c, end), the prefix part the rest
             self.session.edit(self._at(c) + len(self._suf), self._at(end), "")
@@ -147,7 +138,7 @@ class FimSession:
 
     def move(self, cursor: int) -> None:
         """Put the cursor at ``cursor``: the text in between changes sides."""
-        cursor = self._offset(cursor, "cursor")
+        cursor = check_offset(cursor, len(self._text), "cursor")
         c = self._cursor
         if cursor > c:
             moved = self._text[c:cursor]

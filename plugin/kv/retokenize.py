@@ -46,7 +46,6 @@ class Splice:
     old_stop: int
     new_ids: list[int]
     tokens: Tokens  # the whole new tokenization
-    window_chars: int  # characters tokenized to find it
 
 
 class Retokenizer:
@@ -81,7 +80,7 @@ class Retokenizer:
             right = min(n, after + margin)
             if left == 0 and right == n:
                 window = self.encode(new_text)
-                return _narrowed(old, window, 0, n, len(window), len(new_text), delta)
+                return _narrowed(old, window, 0, n, len(window), delta)
             a = old.starts[left] if left > 0 else 0
             b = old.ends[right - 1] + delta if right < n else len(new_text)
             window = self.encode(new_text[a:b], a)
@@ -89,7 +88,7 @@ class Retokenizer:
                 cut = _resync(old, window, right, new_end, delta)
                 if cut is not None:
                     take, old_stop = cut
-                    return _narrowed(old, window, left, old_stop, take, b - a, delta)
+                    return _narrowed(old, window, left, old_stop, take, delta)
             margin *= 4
 
 
@@ -130,9 +129,7 @@ def _resync(old: Tokens, window: Tokens, right: int, new_end: int, delta: int) -
     return None
 
 
-def _narrowed(
-    old: Tokens, window: Tokens, left: int, old_stop: int, take: int, chars: int, delta: int
-) -> Splice:
+def _narrowed(old: Tokens, window: Tokens, left: int, old_stop: int, take: int, delta: int) -> Splice:
     """Splice window ``[:take]`` for old ``[left:old_stop)`` (the old suffix's spans move by
     ``delta`` characters), trimmed to the tokens that differ."""
     new_ids = window.ids[:take]
@@ -148,4 +145,4 @@ def _narrowed(
         old.starts[:left] + window.starts[:take] + [s + delta for s in old.starts[old_stop:]],
         old.ends[:left] + window.ends[:take] + [e + delta for e in old.ends[old_stop:]],
     )
-    return Splice(left + head, old_stop - tail, new_ids[head : len(new_ids) - tail], tokens, chars)
+    return Splice(left + head, old_stop - tail, new_ids[head : len(new_ids) - tail], tokens)
