@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from lsp_bridge.sessions import DocumentSession
-from lsp_bridge.settings import LanguageSettings, Settings
+from lsp_bridge.settings import LanguageSettings, Settings, speculative_drafters
 from plugin.errors import OptionError
 
 LANGUAGES = ("python", "json", "sql")
@@ -109,7 +109,8 @@ class Engine:
         """A constrained completion of ``text`` at ``offset`` (see module docstring): the
         document's edit-aware cache is brought up to date with the edits queued since the
         last completion, and the prompt's cache comes from it."""
-        from plugin.kv import fim_spelling
+        from plugin.kv import FimSession, fim_spelling
+        from plugin.speculation import SpeculativeConfig
 
         if language not in LANGUAGES:
             raise OptionError(
@@ -140,6 +141,11 @@ class Engine:
             "max_new_tokens": s.max_tokens,
             "should_stop": should_stop,
         }
+        drafters = speculative_drafters(s.speculative)
+        if drafters is not None:
+            # the context lookup may copy from the whole document, the text after the cursor too
+            document = () if isinstance(cache, FimSession) else tuple(cache.token_ids)
+            options["speculative"] = SpeculativeConfig(drafters=drafters, lookup_ids=document)
         ready = time.perf_counter() - started
         gen = cache.generate(offset, **options)
         out = gen.text
@@ -152,7 +158,7 @@ class Engine:
         first = stats.get("first_token_seconds")
         if first is not None:  # from the request's start: edits, constraint, prefix, prefill, first step
             first = elapsed - (stats["seconds"] - first)
-        kept = ("monitors", "prefill_seconds", "prompt_tokens", "cached_prompt_tokens")
+        kept = ("monitors", "prefill_seconds", "prompt_tokens", "cached_prompt_tokens", "speculative")
         return Completion(
             text=out,
             finish_reason="cancelled" if stop.is_set() else gen.finish_reason,

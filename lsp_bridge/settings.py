@@ -38,6 +38,7 @@ class Settings:
     context_tokens: int = 1024  # at most this many tokens of the document go to the model
     fim: bool = True  # fill-in-the-middle (prefix and suffix) when the tokenizer has FIM tokens
     refresh_every: int = 4  # re-encode a document's cache, when idle, after this many edits (0: never)
+    speculative: str = "auto"  # "off", "auto" or drafter names joined by commas (plugin.speculation)
     max_sessions: int = 32  # open documents holding a generation session (LRU beyond)
     analysis_timeout: float = 5.0
     python: LanguageSettings = field(default_factory=lambda: LanguageSettings(grammar="python"))
@@ -81,6 +82,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "context_tokens": int,
     "fim": bool,
     "refresh_every": int,
+    "speculative": str,
     "max_sessions": int,
     "analysis_timeout": (int, float),
 }
@@ -94,9 +96,30 @@ def _typed(key: str, value: Any, path: str) -> Any:
         raise OptionError(f"{path} must be at least 1, got {value!r}")
     if key == "refresh_every" and value < 0:
         raise OptionError(f"{path} must be 0 (never) or a positive number of edits, got {value!r}")
+    if key == "speculative":
+        speculative_drafters(value, path)
     if key == "analysis_timeout" and value <= 0:
         raise OptionError(f"{path} must be positive, got {value!r}")
     return value
+
+
+def speculative_drafters(value: str, path: str = "settings.speculative") -> tuple[str, ...] | None:
+    """The drafters the ``speculative`` setting names (None: off)."""
+    from plugin.speculation import AUTO_DRAFTERS, DRAFTERS
+
+    if value == "off":
+        return None
+    if value == "auto":
+        return AUTO_DRAFTERS
+    names = tuple(name.strip() for name in value.split(","))
+    usable = [d for d in DRAFTERS if d != "draft_model"]
+    bad = [n for n in names if n not in usable]
+    if bad:
+        raise OptionError(
+            f"{path} must be 'off', 'auto' or drafter names joined by commas ({', '.join(usable)}); "
+            f"got {value!r}"
+        )
+    return names
 
 
 def _language(current: LanguageSettings, value: Any, path: str) -> LanguageSettings:

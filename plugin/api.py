@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from plugin.decoding import FINISH_STOP, decode
@@ -11,6 +11,8 @@ from plugin.matcher import CompiledConstraint
 from plugin.samplers.asap import ASApTrie, trie_for
 from plugin.samplers.sampling import SamplingParams
 from plugin.samplers.smc import smc_decode
+from plugin.speculation.config import resolve_speculative
+from plugin.speculation.draft_model import load_draft_model
 from plugin.vocabulary import Vocabulary
 
 SAMPLERS = ("mask", "awrs", "smc", "asap")
@@ -35,6 +37,8 @@ _OPTIONS = {
     "database",
     "analysis_timeout",
     "prompt_cache",
+    "speculative",
+    "draft_model",
 }
 
 
@@ -236,6 +240,13 @@ def constrained_generate(
     default 0.5; ``Generation.particles`` lists them all with their weights) and
     ``"asap"`` (grammar-aligned: repeated calls converge to the model's distribution
     conditioned on the constraint).
+
+    ``speculative`` (``None``, ``"auto"``, drafter names or a
+    :class:`plugin.speculation.SpeculativeConfig`): speculative decoding with the
+    ``"mask"`` and ``"awrs"`` samplers; ``draft_model`` (a model, id or path sharing the
+    tokenizer) adds a draft model to ``"auto"``. Greedy output is the same tokens as
+    without it, sampled output has the same distribution; ``stats["speculative"]``
+    reports drafted, accepted and scored tokens per target forward.
     """
     unknown = set(options) - _OPTIONS
     if unknown:
@@ -248,6 +259,16 @@ def constrained_generate(
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise OptionError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     params = SamplingParams(temperature, top_p, top_k, options.get("repetition_penalty", 1.0))
+    speculative = resolve_speculative(options.get("speculative"), draft_model=options.get("draft_model"))
+    if speculative is not None and sampler not in ("mask", "awrs"):
+        raise OptionError(
+            f"speculative= works with sampler='mask' or 'awrs', not sampler={sampler!r} "
+            "(its particles or its trie need every token sampled one at a time)"
+        )
+    if speculative is not None and speculative.draft_model is not None:
+        speculative = replace(
+            speculative, draft_model=load_draft_model(speculative.draft_model, model, tokenizer)
+        )
 
     constraint = options.get("constraint")
     if constraint is None:
@@ -324,6 +345,7 @@ def constrained_generate(
         sampler=sampler,
         asap_trie=_asap_trie(sampler, options, model, prompt_ids, constraint, matcher, params),
         prompt_cache=options.get("prompt_cache"),
+        speculative=speculative,
     )
     text = vocab.decode(result.token_ids).decode("utf-8", errors="replace")
     valid = matcher.is_accepting() if matcher is not None else result.finish_reason == FINISH_STOP

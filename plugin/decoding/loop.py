@@ -21,11 +21,14 @@ from typing import Any
 import torch
 
 from plugin.errors import OptionError
-from plugin.kv.cache import CachedPrefix, extend
+from plugin.kv.cache import CachedPrefix, extend, keep_path, score
 from plugin.matcher import Matcher
 from plugin.samplers.asap import ASApTrie
 from plugin.samplers.awrs import awrs_step
 from plugin.samplers.sampling import SamplingParams, apply_repetition_penalty, choose_token, filter_logits
+from plugin.speculation.config import SpeculativeConfig
+from plugin.speculation.speculator import Speculator
+from plugin.speculation.tree import DraftTree
 from plugin.vocabulary import Vocabulary
 
 FINISH_STOP = "stop"  # the model ended where the constraint accepts, or nothing else was allowed
@@ -72,14 +75,131 @@ class _Model:
         self.device = next(model.parameters()).device
         self.cache = prompt_cache.cache() if prompt_cache is not None else DynamicCache()
         self.cached = len(prompt_cache.ids) if prompt_cache is not None else 0
+        self.length = self.cached  # positions the cache holds
         self.seconds = 0.0
 
     def feed(self, token_ids: list[int]) -> torch.Tensor:
         """Append ``token_ids`` to the context; return float32 logits for the next token."""
         start = time.perf_counter()
         logits = extend(self.model, self.cache, token_ids)
+        self.length += len(token_ids)
         self.seconds += time.perf_counter() - start
         return logits
+
+    def verify(self, token_ids: list[int], draft: DraftTree) -> torch.Tensor:
+        """Append ``token_ids`` and score ``draft`` after them in one forward: logits after
+        the last of ``token_ids`` (row 0) and after each draft node (row ``1 + i``)."""
+        if not draft:
+            return self.feed(token_ids)[None]
+        start = time.perf_counter()
+        n = len(token_ids)
+        parents = None
+        if not draft.is_chain():
+            parents = [i - 1 for i in range(n)] + [p + n if p >= 0 else n - 1 for p in draft.parents]
+        rows = score(self.model, self.cache, token_ids + draft.tokens, len(draft) + 1, parents)
+        self.length += n
+        self.seconds += time.perf_counter() - start
+        return rows
+
+    def keep(self, path: list[int]) -> None:
+        """Keep the draft nodes of ``path`` (accepted) in the cache, drop the rest."""
+        keep_path(self.cache, self.length, path)
+        self.length += len(path)
+
+
+class _Chooser:
+    """Decides the token(s) at one position exactly as non-speculative decoding would,
+    and advances the matcher over them: forced runs (jump-forward), AWRS, the full mask
+    with the budget restriction, ASAp, or plain sampling. A speculative verification
+    asks it once per draft position, so drafts never change what is chosen."""
+
+    def __init__(
+        self,
+        vocab: Vocabulary,
+        matcher: Matcher | None,
+        params: SamplingParams,
+        generator: torch.Generator,
+        device: torch.device,
+        width: int,
+        *,
+        jump_forward: bool,
+        finish_within_budget: bool,
+        awrs: bool,
+        asap: ASApTrie | None,
+    ) -> None:
+        self.vocab, self.matcher, self.params, self.generator = vocab, matcher, params, generator
+        self.mask = torch.zeros(width, dtype=torch.bool, device=device)
+        self.jump_forward, self.finish_within_budget = jump_forward, finish_within_budget
+        self.awrs, self.asap = awrs, asap
+        self.node = asap.root if asap is not None else None
+        self.path = [self.node]
+        self.step_us: list[float] = []
+        self.checks = 0
+        self.forced = 0
+        self.budget_steps = 0
+        self.log_weight = 0.0
+        self.fallbacks = 0
+        self.awrs_checks: list[int] = []
+
+    def choose(
+        self, logits: torch.Tensor, previous: list[int], remaining: int, *, single: bool
+    ) -> list[int] | str:
+        """The next token (or forced run, unless ``single``) after ``previous`` with
+        ``remaining`` tokens of budget left, the matcher advanced over it; or a finish
+        reason when the constraint ends the output here."""
+        t0 = time.perf_counter()
+        matcher, params = self.matcher, self.params
+        token = None
+        if matcher is not None:
+            if self.asap is None and matcher.is_finished():
+                self.step_us.append((time.perf_counter() - t0) * 1e6)
+                return FINISH_STOP
+            forced = matcher.forced_tokens()[:remaining] if self.jump_forward else []
+            if forced:
+                forced = forced[:1] if single else forced
+                for tok in forced:
+                    matcher.advance(tok)
+                self.step_us.append((time.perf_counter() - t0) * 1e6)
+                self.forced += len(forced)
+                return forced
+            if self.awrs and not (self.finish_within_budget and remaining <= matcher.budget_window()):
+                scores = apply_repetition_penalty(logits, previous, params.repetition_penalty)
+                step = awrs_step(
+                    scores if params.greedy else filter_logits(scores, params),
+                    matcher,
+                    greedy=params.greedy,
+                    generator=self.generator,
+                )
+                token = step.token
+                self.checks += step.checks
+                self.awrs_checks.append(step.checks)
+                self.fallbacks += step.fell_back
+                self.log_weight += step.log_weight
+            else:
+                mask = self.mask
+                mask.zero_()
+                matcher.fill_mask(mask)
+                self.checks += self.vocab.size
+                if self.finish_within_budget and matcher.restrict_to_budget(mask, remaining):
+                    self.budget_steps += 1
+                if not bool(mask.any()):
+                    self.step_us.append((time.perf_counter() - t0) * 1e6)
+                    return FINISH_DEAD_END
+        t_constraint = time.perf_counter() - t0
+        if token is None:  # not already chosen by AWRS
+            logits = apply_repetition_penalty(logits, previous, params.repetition_penalty)
+            if self.asap is not None:
+                token, self.node = self.asap.sample(self.node, logits, self.mask, params, self.generator)
+                self.path.append(self.node)
+            else:
+                token = choose_token(
+                    logits, self.mask if matcher is not None else None, params, self.generator
+                )
+        t1 = time.perf_counter()
+        if matcher is not None:
+            matcher.advance(token)
+        self.step_us.append((t_constraint + time.perf_counter() - t1) * 1e6)
+        return [token]
 
 
 def decode(
@@ -97,6 +217,7 @@ def decode(
     sampler: str = "mask",
     asap_trie: ASApTrie | None = None,
     prompt_cache: CachedPrefix | None = None,
+    speculative: SpeculativeConfig | None = None,
 ) -> DecodeResult:
     """Generate up to ``max_new_tokens`` tokens after ``prompt_ids`` under ``matcher``.
 
@@ -110,6 +231,14 @@ def decode(
     token (end-of-sequence included) is sampled, and the trie learns from the result.
     ``prompt_cache``: the KV cache of the first tokens of ``prompt_ids`` (they must match);
     only the rest of the prompt is encoded.
+
+    ``speculative`` (:mod:`plugin.speculation`): each forward also scores a draft of the
+    next tokens; the target then decides every draft position with the same chooser as
+    without speculation (the matcher, the sampler, the budget), accepts the draft while
+    its choice equals the drafted token and keeps its own choice at the first mismatch.
+    For drafts that are point masses this is the speculative sampling rule (accept with
+    probability ``p(d)``, else sample ``p`` without ``d``), so the output has the
+    distribution of non-speculative decoding and greedy output is the same tokens.
     """
     start = time.perf_counter()
     if prompt_cache is not None:
@@ -125,10 +254,6 @@ def decode(
     generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
     stop_ids = stop_token_ids(model, vocab)
     out: list[int] = []
-    step_us: list[float] = []
-    forced_count = 0
-    budget_steps = 0
-    checks = 0
     finish = FINISH_LENGTH
     if prompt_cache is not None and runner.cached == len(prompt_ids):
         assert prompt_cache.next_logits is not None
@@ -136,94 +261,80 @@ def decode(
     else:
         logits = runner.feed(prompt_ids[runner.cached :])
     prefill_seconds = time.perf_counter() - start
-    width = logits.numel()
-    mask = torch.zeros(width, dtype=torch.bool, device=runner.device)
     awrs = sampler == "awrs" and matcher is not None
     asap = asap_trie if sampler == "asap" and matcher is not None else None
     if awrs or asap is not None:
         jump_forward = False  # every token's probability must be seen
-    node = asap.root if asap is not None else None
-    path = [node]
-    log_weight = 0.0
-    fallbacks = 0
-    awrs_checks: list[int] = []
+    chooser = _Chooser(
+        vocab,
+        matcher,
+        params,
+        generator,
+        runner.device,
+        logits.numel(),
+        jump_forward=jump_forward,
+        finish_within_budget=finish_within_budget,
+        awrs=awrs,
+        asap=asap,
+    )
+    speculator = Speculator(speculative, model, logits.numel(), stop_ids) if speculative is not None else None
+    draft_seconds = 0.0
     first_token_seconds: float | None = None  # time to first token, prefill included
+    pending: list[int] | str | None = None  # decided at the last verification, not yet fed
 
     while len(out) < max_new_tokens:
         if should_stop is not None and should_stop():
             finish = FINISH_CANCELLED
             break
-        t0 = time.perf_counter()
-        if matcher is not None:
-            if asap is None and matcher.is_finished():
-                step_us.append((time.perf_counter() - t0) * 1e6)
-                finish = FINISH_STOP
-                break
-            forced = matcher.forced_tokens()[: max_new_tokens - len(out)] if jump_forward else []
-            if forced:
-                for tok in forced:
-                    matcher.advance(tok)
-                step_us.append((time.perf_counter() - t0) * 1e6)
-                if first_token_seconds is None:
-                    first_token_seconds = time.perf_counter() - start
-                out.extend(forced)
-                forced_count += len(forced)
-                logits = runner.feed(forced)
-                continue
-            token = None
-            if awrs and not (finish_within_budget and max_new_tokens - len(out) <= matcher.budget_window()):
-                scores = apply_repetition_penalty(logits, out, params.repetition_penalty)
-                step = awrs_step(
-                    scores if params.greedy else filter_logits(scores, params),
-                    matcher,
-                    greedy=params.greedy,
-                    generator=generator,
-                )
-                token = step.token
-                checks += step.checks
-                awrs_checks.append(step.checks)
-                fallbacks += step.fell_back
-                log_weight += step.log_weight
-            else:
-                mask.zero_()
-                matcher.fill_mask(mask)
-                checks += vocab.size
-                if finish_within_budget and matcher.restrict_to_budget(mask, max_new_tokens - len(out)):
-                    budget_steps += 1
-                if not bool(mask.any()):
-                    step_us.append((time.perf_counter() - t0) * 1e6)
-                    finish = FINISH_DEAD_END
-                    break
-        else:
-            token = None
-        t_constraint = time.perf_counter() - t0
-        if token is None:  # not already chosen by AWRS
-            logits = apply_repetition_penalty(logits, out, params.repetition_penalty)
-            if asap is not None:
-                token, node = asap.sample(node, logits, mask, params, generator)
-                path.append(node)
-            else:
-                token = choose_token(logits, mask if matcher is not None else None, params, generator)
-        t1 = time.perf_counter()
-        if matcher is not None:
-            matcher.advance(token)
-        t_constraint += time.perf_counter() - t1
-        step_us.append(t_constraint * 1e6)
+        emit = (
+            pending
+            if pending is not None
+            else chooser.choose(logits, out, max_new_tokens - len(out), single=False)
+        )
+        pending = None
         if first_token_seconds is None:
             first_token_seconds = time.perf_counter() - start
-        if token in stop_ids:
+        if isinstance(emit, str):
+            finish = emit
+            break
+        if emit[-1] in stop_ids:
             finish = FINISH_STOP
             break
-        out.append(token)
-        if len(out) < max_new_tokens:
-            logits = runner.feed([token])
+        out.extend(emit)
+        if len(out) >= max_new_tokens:
+            break
+        if speculator is None:
+            logits = runner.feed(emit)
+            continue
+        t0 = time.perf_counter()
+        draft = speculator.draft([*prompt_ids, *out], matcher, max_new_tokens - len(out))
+        draft_seconds += time.perf_counter() - t0
+        rows = runner.verify(emit, draft)
+        path: list[int] = []
+        node = -1
+        while True:
+            children = draft.children(node)
+            if not children or len(out) >= max_new_tokens:
+                break
+            choice = chooser.choose(rows[node + 1], out, max_new_tokens - len(out), single=True)
+            if isinstance(choice, str) or choice[0] not in children:
+                pending = choice  # the target's own choice where the draft went wrong
+                break
+            node = children[choice[0]]
+            path.append(node)
+            out.append(choice[0])
+        runner.keep(path)
+        speculator.observe(draft, path, [*emit, *draft.tokens], rows)
+        logits = rows[node + 1]
+        if pending is None and len(out) >= max_new_tokens:
+            break
 
     if asap is not None:
-        asap.update(path, complete=finish == FINISH_STOP)
+        asap.update(chooser.path, complete=finish == FINISH_STOP)
     if finish == FINISH_LENGTH and matcher is not None and matcher.is_finished():
         finish = FINISH_STOP  # the budget ended exactly where the constraint completes
     seconds = time.perf_counter() - start
-    constraint_seconds = sum(step_us) / 1e6
+    step_us = chooser.step_us
     stats: dict[str, Any] = {
         "tokens": len(out),
         "prompt_tokens": len(prompt_ids),
@@ -234,19 +345,22 @@ def decode(
         "first_token_seconds": first_token_seconds,
         # decoding speed: the prompt's prefill is reported apart
         "tokens_per_second": len(out) / (seconds - prefill_seconds) if seconds > prefill_seconds else 0.0,
-        "constraint_seconds": constraint_seconds,
-        "constraint_checks": checks,
-        "forced_tokens": forced_count,
-        "budget_restricted_steps": budget_steps,
+        "constraint_seconds": sum(step_us) / 1e6,
+        "constraint_checks": chooser.checks,
+        "forced_tokens": chooser.forced,
+        "budget_restricted_steps": chooser.budget_steps,
         "sampler": sampler,
     }
+    if speculator is not None:
+        stats["speculative"] = {**speculator.stats(len(out)), "draft_seconds": draft_seconds}
     if awrs:
-        stats["log_weight"] = log_weight
-        stats["awrs_fallbacks"] = fallbacks
-        if awrs_checks:
-            stats["checks_per_token_mean"] = sum(awrs_checks) / len(awrs_checks)
-            stats["checks_per_token_p50"] = percentile([float(c) for c in awrs_checks], 0.5)
-            stats["checks_per_token_p99"] = percentile([float(c) for c in awrs_checks], 0.99)
+        stats["log_weight"] = chooser.log_weight
+        stats["awrs_fallbacks"] = chooser.fallbacks
+        if chooser.awrs_checks:
+            checks = [float(c) for c in chooser.awrs_checks]
+            stats["checks_per_token_mean"] = sum(checks) / len(checks)
+            stats["checks_per_token_p50"] = percentile(checks, 0.5)
+            stats["checks_per_token_p99"] = percentile(checks, 0.99)
     if step_us:
         stats["constraint_us_per_step_p50"] = percentile(step_us, 0.5)
         stats["constraint_us_per_step_p99"] = percentile(step_us, 0.99)

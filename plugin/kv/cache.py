@@ -42,6 +42,82 @@ def extend(model: Any, cache: Any, ids: list[int]) -> torch.Tensor:
     return logits.float()
 
 
+@torch.inference_mode()
+def score(
+    model: Any, cache: Any, ids: list[int], rows: int, parents: list[int] | None = None
+) -> torch.Tensor:
+    """Run ``ids`` after what ``cache`` holds and return float32 logits after each of the
+    last ``rows`` of them (``[rows, vocab]``): what a speculative verification reads.
+
+    ``parents`` makes ``ids`` a tree (``parents[i]`` is the index in ``ids`` of the
+    token before ``ids[i]``, -1 for the cache's last token): each token then sees the
+    cache and its own ancestors only, at the position of its depth, so one forward scores
+    every branch of a draft tree. ``None`` (or a chain) is the ordinary causal forward.
+    The cache then holds every token of ``ids``; :func:`keep_path` cuts it to one branch.
+    """
+    if not 1 <= rows <= len(ids):
+        raise ValueError(f"score needs 1 <= rows <= {len(ids)} tokens, got {rows}")
+    device = next(model.parameters()).device
+    past = cache_length(cache)
+    chunk = torch.tensor([ids], dtype=torch.long, device=device)
+    extra: dict[str, Any] = {"logits_to_keep": rows} if _keeps_last_logits(type(model)) else {}
+    if parents is not None and any(p != i - 1 for i, p in enumerate(parents)):
+        depth, mask = _tree_mask(parents, past, model.dtype, device)
+        extra["position_ids"] = (past + depth).unsqueeze(0)
+        extra["attention_mask"] = mask
+    logits = model(input_ids=chunk, past_key_values=cache, use_cache=True, **extra).logits[0]
+    return logits[-rows:].float()
+
+
+def _tree_mask(
+    parents: list[int], past: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depths of the tree's tokens and the additive 4-D attention mask (0 where a token
+    may look: the cached context, its ancestors, itself; the dtype's minimum elsewhere)."""
+    n = len(parents)
+    sees = torch.zeros(n, n, dtype=torch.bool)
+    depth = torch.zeros(n, dtype=torch.long)
+    for i, p in enumerate(parents):
+        if not -1 <= p < i:
+            raise ValueError(f"tree token {i} names parent {p}: parents must come before their children")
+        if p >= 0:
+            sees[i] = sees[p]
+            depth[i] = depth[p] + 1
+        sees[i, i] = True
+    allowed = torch.cat([torch.ones(n, past, dtype=torch.bool), sees], dim=1)
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return depth.to(device), mask[None, None].to(device)
+
+
+def cache_length(cache: Any) -> int:
+    """Positions a ``DynamicCache`` holds (0 when empty)."""
+    return int(cache.get_seq_length()) if cache.layers else 0
+
+
+def keep_path(cache: Any, start: int, path: list[int]) -> None:
+    """Cut ``cache`` back to its first ``start`` positions plus the positions
+    ``start + i`` for ``i`` in ``path`` (one branch of a scored tree, in order): what a
+    verification keeps of the draft it scored. Only this cache's own tensors change; a
+    :class:`CachedPrefix` it was built over is never written."""
+    length = cache_length(cache)
+    if path == list(range(len(path))):
+        if start + len(path) == length:
+            return
+        index = None
+    else:
+        index = torch.tensor([start + i for i in path], dtype=torch.long)
+    for layer in cache.layers:
+        if getattr(layer, "is_sliding", False):
+            raise TypeError("sliding-window cache layers cannot be cut back to a draft branch")
+        for name in ("keys", "values"):
+            full = getattr(layer, name)
+            if index is None:
+                kept = full[:, :, : start + len(path)]
+            else:
+                kept = torch.cat([full[:, :, :start], full.index_select(2, index.to(full.device))], dim=2)
+            setattr(layer, name, kept)
+
+
 def layers_of(cache: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The keys and values of every layer of a ``DynamicCache`` after a forward."""
     keys, values = [], []

@@ -14,6 +14,7 @@ export const SERVER_KEYS = [
   "context_tokens",
   "fim",
   "refresh_every",
+  "speculative",
   "max_sessions",
   "analysis_timeout",
   "python",

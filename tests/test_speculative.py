@@ -1,0 +1,276 @@
+"""Speculative decoding under constraints (plugin.speculation): lossless by test.
+
+* Greedy: speculative output equals non-speculative output token for token, for every
+  drafter and for ``"auto"``, over prompts, constraints (regex, JSON Schema, SQL, Python,
+  monitors) and seeds, on a tiny random model and on the default model.
+* Sampling: on a finite language with a sharp tiny model, speculative samples follow
+  masked decoding's exact distribution (enumerated), by a chi-square test.
+* The tree forward scores every branch as separate sequences would, and the cache keeps
+  exactly the accepted branch.
+* Bad options are ``OptionError``s naming them; a drafter that fails never changes the
+  output and ``stats`` says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import jsonschema
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.stats import chisquare
+
+from grammars.regex import compile_regex
+from plugin import EditSession, OptionError, constrained_generate
+from plugin.kv.cache import extend, keep_path, score
+from plugin.speculation import SpeculativeConfig
+from plugin.speculation.lookup import ContextLookup
+from tests.exact_distributions import LANGUAGE, enumerate_language, exact_and_masked
+
+DRAFTER_SETS = ["auto", "lookup", "recycling", "constraint", ["lookup", "recycling"]]
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "tags": {"type": "array"}},
+    "required": ["name", "age"],
+}
+
+
+def _same(model, tokenizer, prompt, speculative, **kwargs):
+    """Generate with and without ``speculative``; both generations."""
+    plain = constrained_generate(model, tokenizer, prompt, **kwargs)
+    fast = constrained_generate(model, tokenizer, prompt, speculative=speculative, **kwargs)
+    return plain, fast
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    words=st.lists(
+        st.sampled_from(["alpha", "beta", "gamma", "(", ")", ":", "def", " x", "1"]), min_size=1, max_size=12
+    ),
+    drafters=st.sampled_from(DRAFTER_SETS),
+    route=st.sampled_from(["regex", "json", "none", "sql"]),
+    max_new_tokens=st.integers(1, 40),
+)
+def test_greedy_speculation_is_token_for_token_on_a_tiny_model(
+    tiny_model, default_tokenizer, words, drafters, route, max_new_tokens
+):
+    prompt = " ".join(words) * 2  # repeats give the context lookup something to copy
+    constraint = {
+        "regex": {"regex": r"(alpha|beta|gamma)( (alpha|beta|gamma|\d+))*\."},
+        "json": {"json_schema": SCHEMA},
+        "none": {},
+        "sql": {"grammar": "sql"},
+    }[route]
+    plain, fast = _same(
+        tiny_model, default_tokenizer, prompt, drafters, max_new_tokens=max_new_tokens, **constraint
+    )
+    assert fast.token_ids == plain.token_ids
+    assert fast.finish_reason == plain.finish_reason and fast.valid == plain.valid
+    spec = fast.stats["speculative"]
+    assert spec["drafter_failures"] == {}
+    assert spec["accepted_tokens"] <= spec["drafted_tokens"]
+    assert spec["target_forwards"] <= max(1, len(plain.token_ids))
+
+
+@pytest.mark.parametrize("sampler", ["mask", "awrs"])
+def test_greedy_speculation_with_the_python_grammar_and_awrs(tiny_model, default_tokenizer, sampler):
+    prompt = "def add(a, b):\n    return a + b\n\ndef add(a, b):\n"
+    plain, fast = _same(
+        tiny_model, default_tokenizer, prompt, "auto", grammar="python", sampler=sampler, max_new_tokens=30
+    )
+    assert fast.token_ids == plain.token_ids
+
+
+def test_a_draft_model_sharing_the_vocabulary_drafts_losslessly(
+    tiny_model, sharp_tiny_model, default_tokenizer
+):
+    prompt = "alpha beta gamma alpha beta"
+    config = SpeculativeConfig(
+        drafters=("constraint", "draft_model"), draft_model=sharp_tiny_model, max_draft=4
+    )
+    plain, fast = _same(
+        tiny_model, default_tokenizer, prompt, config, regex=r"[a-z ]{1,40}\.", max_new_tokens=24
+    )
+    assert fast.token_ids == plain.token_ids
+    assert fast.stats["speculative"]["per_drafter"]["draft_model"]["drafted"] > 0
+    # the tiny model drafting for itself is always right
+    self_config = SpeculativeConfig(drafters=("draft_model",), draft_model=tiny_model, max_draft=6)
+    again = constrained_generate(
+        tiny_model, default_tokenizer, prompt, speculative=self_config, max_new_tokens=24
+    )
+    plain_free = constrained_generate(tiny_model, default_tokenizer, prompt, max_new_tokens=24)
+    assert again.token_ids == plain_free.token_ids
+    spec = again.stats["speculative"]
+    assert spec["accepted_tokens"] == spec["drafted_tokens"] > 0
+
+
+def test_default_model_echo_tasks_are_identical_and_accept_drafts(default_model):
+    model, tokenizer = default_model
+    document = (
+        "Record: the customer Alice Johnson, aged 34, is tagged premium and early-adopter. "
+        "Write the record as JSON."
+    )
+    plain, fast = _same(model, tokenizer, document, "auto", json_schema=SCHEMA, chat=True, max_new_tokens=48)
+    assert fast.token_ids == plain.token_ids and fast.valid
+    jsonschema.validate(json.loads(fast.text), SCHEMA)
+    code = (
+        "def area(width, height):\n    return width * height\n\n\n# the same function, renamed to surface\n"
+    )
+    plain, fast = _same(model, tokenizer, code, "auto", grammar="python", max_new_tokens=40)
+    assert fast.token_ids == plain.token_ids
+    spec = fast.stats["speculative"]
+    assert spec["tokens_per_forward"] > 1.0, spec  # drafts were accepted: fewer forwards than tokens
+    sql = (
+        "CREATE TABLE singer (id INTEGER, name TEXT, country TEXT);\n-- names of singers from France\nSELECT"
+    )
+    plain, fast = _same(model, tokenizer, sql, "auto", grammar="sql", prefix="SELECT", max_new_tokens=24)
+    assert fast.token_ids == plain.token_ids
+
+
+def test_speculation_over_an_edit_session_cache(default_model):
+    """The language server's cache is an edit session's: speculation reads it, never writes it."""
+    model, tokenizer = default_model
+    text = "def total(items):\n    return sum(items)\n\n\ndef total(items):\n"
+    session = EditSession(model, tokenizer, text)
+    before = session.logits().clone()
+    plain = session.generate(max_new_tokens=20)
+    fast = session.generate(max_new_tokens=20, speculative="auto")
+    assert fast.token_ids == plain.token_ids
+    assert fast.stats["cached_prompt_tokens"] > 0
+    assert torch.equal(session.logits(), before)
+
+
+def _chi_square(counts: Counter, target: dict, runs: int) -> float:
+    keys = [k for k, p in target.items() if p * runs >= 5]
+    observed = [counts.get(k, 0) for k in keys] + [runs - sum(counts.get(k, 0) for k in keys)]
+    expected = [target[k] * runs for k in keys] + [runs * (1 - sum(target[k] for k in keys))]
+    if expected[-1] < 1e-9:
+        observed, expected = observed[:-1], expected[:-1]
+    scale = sum(observed) / sum(expected)
+    return float(chisquare(observed, [e * scale for e in expected]).pvalue)
+
+
+@pytest.mark.parametrize("sampler", ["mask", "awrs"])
+def test_sampled_speculation_follows_masked_decoding_exactly(sharp_tiny_model, default_tokenizer, sampler):
+    """Drafts copied from a prompt full of the language's words are often wrong for the
+    sharp model: the accept/residual rule must leave masked decoding's distribution."""
+    piece = {t: default_tokenizer.convert_tokens_to_ids(t) for t in ("x", "aa", "a", "b")}
+    prompt_ids = [piece[t] for t in ("x", "aa", "b", "aa", "a", "b", "aa", "a")]
+    constraint = compile_regex(LANGUAGE, default_tokenizer)
+    sequences = enumerate_language(sharp_tiny_model, constraint, prompt_ids, default_tokenizer.eos_token_id)
+    _, masked = exact_and_masked(sequences)
+    runs = 1500
+    counts: Counter = Counter()
+    drafted = accepted = 0
+    config = SpeculativeConfig(drafters=("lookup", "recycling"), ngram=1, stop_threshold=1.0, max_draft=4)
+    for seed in range(runs):
+        gen = constrained_generate(
+            sharp_tiny_model,
+            default_tokenizer,
+            prompt_ids,
+            constraint=constraint,
+            sampler=sampler,
+            temperature=1.0,
+            seed=seed,
+            max_new_tokens=8,
+            speculative=config,
+        )
+        assert gen.valid
+        counts[tuple(gen.token_ids)] += 1
+        drafted += gen.stats["speculative"]["drafted_tokens"]
+        accepted += gen.stats["speculative"]["accepted_tokens"]
+    assert drafted > runs / 2 and 0.1 * drafted < accepted < 0.9 * drafted  # both paths ran often
+    assert _chi_square(counts, masked, runs) > 1e-3
+
+
+def test_tree_scoring_matches_separate_sequences_and_keeps_one_branch(tiny_model, default_tokenizer):
+    from transformers import DynamicCache
+
+    context = default_tokenizer.encode("def f(x):\n    return", add_special_tokens=False)
+    a, b, c = (default_tokenizer.encode(t, add_special_tokens=False)[0] for t in (" x", " y", " z"))
+    cache = DynamicCache()
+    extend(tiny_model, cache, context)
+    rows = score(tiny_model, cache, [a, b, c], 3, parents=[-1, -1, 0])
+    for seq, row in (([a], 0), ([b], 1), ([a, c], 2)):
+        reference = extend(tiny_model, DynamicCache(), context + seq)
+        torch.testing.assert_close(rows[row], reference, atol=1e-4, rtol=1e-4)
+    keep_path(cache, len(context), [0, 2])  # keep the branch a → c
+    after = extend(tiny_model, cache, [b])
+    torch.testing.assert_close(
+        after, extend(tiny_model, DynamicCache(), [*context, a, c, b]), atol=1e-4, rtol=1e-4
+    )
+
+
+def test_context_lookup_copies_the_longest_recent_match():
+    lookup = ContextLookup(3, extra=[7, 8, 9, 10, 11])
+    assert lookup.propose([1, 2, 3, 1, 2], 3) == [3, 1, 2]  # "1 2" was followed by "3 1 2"
+    assert lookup.propose([1, 2, 3, 1, 2, 3, 9], 2) == [10, 11]  # from the extra document
+    assert lookup.propose([5, 6], 4) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("telepathy", "unknown drafter"),
+        (SpeculativeConfig.__new__(SpeculativeConfig), None),
+        (42, "speculative must be"),
+    ],
+)
+def test_bad_speculative_values_are_option_errors(tiny_model, default_tokenizer, value, message):
+    if message is None:
+        with pytest.raises(OptionError, match="max_draft"):
+            SpeculativeConfig(max_draft=0)
+        with pytest.raises(OptionError, match="stop_threshold"):
+            SpeculativeConfig(stop_threshold=1.5)
+        with pytest.raises(OptionError, match="needs draft_model"):
+            SpeculativeConfig(drafters=("draft_model",))
+        return
+    with pytest.raises(OptionError, match=message):
+        constrained_generate(tiny_model, default_tokenizer, "x", speculative=value, max_new_tokens=2)
+
+
+def test_speculation_refuses_samplers_and_vocabularies_it_cannot_serve(tiny_model, default_tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with pytest.raises(OptionError, match="sampler='smc'"):
+        constrained_generate(
+            tiny_model,
+            default_tokenizer,
+            "x",
+            regex="a+",
+            sampler="smc",
+            speculative="auto",
+            max_new_tokens=2,
+        )
+    other = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=1000,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    )
+    with pytest.raises(OptionError, match="vocabulary of 1000"):
+        constrained_generate(
+            tiny_model, default_tokenizer, "x", speculative="auto", draft_model=other, max_new_tokens=2
+        )
+    with pytest.raises(OptionError, match="needs speculative"):
+        constrained_generate(tiny_model, default_tokenizer, "x", draft_model=tiny_model, max_new_tokens=2)
+
+
+def test_a_failing_drafter_never_changes_the_output(tiny_model, default_tokenizer, monkeypatch):
+    prompt = "alpha beta alpha beta alpha"
+    plain = constrained_generate(tiny_model, default_tokenizer, prompt, max_new_tokens=16)
+
+    def broken(self, context, limit):
+        raise RuntimeError("index out of sync")
+
+    monkeypatch.setattr(ContextLookup, "propose", broken)
+    fast = constrained_generate(tiny_model, default_tokenizer, prompt, speculative="auto", max_new_tokens=16)
+    assert fast.token_ids == plain.token_ids
+    assert fast.stats["speculative"]["drafter_failures"] == {"lookup": "RuntimeError: index out of sync"}
