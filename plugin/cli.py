@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--ess-threshold", type=float, help="with --sampler smc: resample below this ESS fraction (0.5)"
     )
+    gen.add_argument(
+        "--speculative",
+        metavar="auto|DRAFTERS",
+        help="speculative decoding: auto, or drafters joined by commas (constraint, lookup, recycling, "
+        "draft_model); same output, fewer model forwards",
+    )
+    gen.add_argument(
+        "--draft-model", metavar="ID|PATH", help="a smaller model sharing the tokenizer, to draft"
+    )
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     gen.add_argument("--whitespace", help="JSON whitespace: flexible, compact, or a regex")
     gen.add_argument(
@@ -94,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the language server (stdio; --tcp for debugging)")
     serve.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
     return parser
+
+
+def _speculative(value: str | None) -> str | list[str] | None:
+    """``--speculative``: ``auto`` or drafter names joined by commas."""
+    if value is None or value == "auto":
+        return value
+    return [name.strip() for name in value.split(",")]
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -149,6 +165,8 @@ def _generate(args: argparse.Namespace) -> int:
                 ("particles", args.particles),
                 ("ess_threshold", args.ess_threshold),
                 ("monitors", monitors),
+                ("speculative", _speculative(args.speculative)),
+                ("draft_model", args.draft_model),
             )
             if v is not None
         },
@@ -159,7 +177,12 @@ def _generate(args: argparse.Namespace) -> int:
         print(gen.text)
         print(
             f"[{gen.finish_reason}, valid={gen.valid}, {gen.stats['tokens']} tokens, "
-            f"{gen.stats['tokens_per_second']:.1f} tok/s]",
+            f"{gen.stats['tokens_per_second']:.1f} tok/s"
+            + (
+                f", {gen.stats['speculative']['tokens_per_forward']:.2f} tokens per forward]"
+                if "speculative" in gen.stats
+                else "]"
+            ),
             file=sys.stderr,
         )
     return 0
