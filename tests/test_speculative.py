@@ -130,6 +130,43 @@ def test_default_model_echo_tasks_are_identical_and_accept_drafts(default_model)
     assert fast.token_ids == plain.token_ids
 
 
+def test_monitored_generations_are_identical(default_model, tmp_path):
+    """Monitors (a live SQLite database; jedi over a project) with speculation."""
+    import sqlite3
+
+    model, tokenizer = default_model
+    db = tmp_path / "shop.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE customer (id INTEGER PRIMARY KEY, name TEXT, city TEXT)")
+        conn.execute("CREATE TABLE purchase (id INTEGER PRIMARY KEY, customer_id INTEGER, total REAL)")
+    prompt = (
+        "-- tables: customer(id, name, city), purchase(id, customer_id, total)\n"
+        "-- names of customers from Paris\nSELECT name FROM customer WHERE city = 'Paris';\n"
+        "-- totals of purchases by customer 3\nSELECT"
+    )
+    plain, fast = _same(
+        model, tokenizer, prompt, "auto", grammar="sql", database=str(db), prefix="SELECT", max_new_tokens=24
+    )
+    assert fast.token_ids == plain.token_ids
+    (tmp_path / "shapes.py").write_text(
+        "class Circle:\n    def __init__(self, radius):\n        self.radius = radius\n\n"
+        "    def area(self):\n        return 3.14159 * self.radius ** 2\n"
+    )
+    code = "from shapes import Circle\n\nc = Circle(2.0)\nprint(c.area())\nprint(c."
+    plain, fast = _same(
+        model,
+        tokenizer,
+        code,
+        "auto",
+        prefix=code,
+        monitors="python",
+        project_root=tmp_path,
+        file_path=tmp_path / "main.py",
+        max_new_tokens=12,
+    )
+    assert fast.token_ids == plain.token_ids
+
+
 def test_speculation_over_an_edit_session_cache(default_model):
     """The language server's cache is an edit session's: speculation reads it, never writes it."""
     model, tokenizer = default_model
@@ -157,8 +194,8 @@ def _chi_square(counts: Counter, target: dict, runs: int) -> float:
 def test_sampled_speculation_follows_masked_decoding_exactly(sharp_tiny_model, default_tokenizer, sampler):
     """Drafts copied from a prompt full of the language's words are often wrong for the
     sharp model: the accept/residual rule must leave masked decoding's distribution."""
-    piece = {t: default_tokenizer.convert_tokens_to_ids(t) for t in ("x", "aa", "a", "b")}
-    prompt_ids = [piece[t] for t in ("x", "aa", "b", "aa", "a", "b", "aa", "a")]
+    piece = {t: default_tokenizer.convert_tokens_to_ids(t) for t in ("x", "ab", "bb", "a", "b")}
+    prompt_ids = [piece[t] for t in ("x", "bb", "b", "ab", "a", "bb", "a", "ab", "b")]
     constraint = compile_regex(LANGUAGE, default_tokenizer)
     sequences = enumerate_language(sharp_tiny_model, constraint, prompt_ids, default_tokenizer.eos_token_id)
     _, masked = exact_and_masked(sequences)
@@ -182,7 +219,7 @@ def test_sampled_speculation_follows_masked_decoding_exactly(sharp_tiny_model, d
         counts[tuple(gen.token_ids)] += 1
         drafted += gen.stats["speculative"]["drafted_tokens"]
         accepted += gen.stats["speculative"]["accepted_tokens"]
-    assert drafted > runs / 2 and 0.1 * drafted < accepted < 0.9 * drafted  # both paths ran often
+    assert drafted > runs / 2 and 50 < accepted < drafted / 2  # both paths ran often
     assert _chi_square(counts, masked, runs) > 1e-3
 
 
