@@ -209,6 +209,28 @@ def test_bad_arguments_get_clear_errors(tiny_model, default_tokenizer, kwargs, e
         constrained_generate(tiny_model, default_tokenizer, prompt, **args)
 
 
+def test_logits_processor_with_assisted_generation(tiny_model, default_tokenizer):
+    """Prompt lookup scores candidates and drops the rejected ones: the processor's
+    matcher must follow, and the output must be the plain greedy one."""
+    constraint = compile_regex(PATTERN, default_tokenizer)
+    ids = default_tokenizer("Colours: red, green, blue, red, green, blue. Colours:", return_tensors="pt")
+    outputs = []
+    for lookup in (None, 6):
+        extra = {"prompt_lookup_num_tokens": lookup} if lookup else {}
+        out = tiny_model.generate(
+            **ids,
+            logits_processor=[StencilLogitsProcessor(constraint)],
+            do_sample=False,
+            max_new_tokens=30,
+            pad_token_id=default_tokenizer.eos_token_id,
+            **extra,
+        )
+        outputs.append(out[0, ids.input_ids.shape[1] :].tolist())
+    assert outputs[0] == outputs[1]
+    text = constraint.vocab.decode([t for t in outputs[1] if t != default_tokenizer.eos_token_id]).decode()
+    assert re.fullmatch(PATTERN, text), text
+
+
 def test_logits_processor_with_model_generate(tiny_model, default_tokenizer):
     constraint = compile_regex(PATTERN, default_tokenizer)
     ids = default_tokenizer(["Colours:", "Some colours:"], return_tensors="pt", padding=True)
