@@ -222,6 +222,17 @@ class CompiledDFA(AllowedRows):
                 self._next_distance[state] = hit
         return hit
 
+    def budget_window(self, state: int) -> int:
+        """Remaining-token counts at or below which :meth:`too_far` may refuse a token."""
+        _, dist = self.next_distances(state)
+        return int(dist.max()) + 1 if dist.numel() else 0
+
+    def too_far(self, state: int, remaining: int) -> torch.Tensor:
+        """The allowed tokens after which acceptance needs more than ``remaining - 1``
+        tokens, by the single-byte bounds :meth:`distances` computed for the whole index."""
+        ids, dist = self.next_distances(state)
+        return ids[dist > remaining - 1]
+
 
 # A history node: (state, parent node, depth). Shared between forks, never mutated.
 _Node = tuple[int, Any, int, int]  # (state, parent node, tokens advanced, token)
@@ -298,8 +309,7 @@ class DFAMatcher(Matcher):
         state = self._node[0]
         if state == _FINISHED:
             return 0
-        _, dist = self._dfa.next_distances(state)
-        return int(dist.max()) + 1 if dist.numel() else 0
+        return self._dfa.budget_window(state)
 
     def restrict_to_budget(self, mask: torch.Tensor, remaining: int) -> bool:
         state = self._node[0]
@@ -308,11 +318,10 @@ class DFAMatcher(Matcher):
         dfa = self._dfa
         if remaining - 1 >= dfa.max_distance:
             return False  # every state reachable within the budget can still finish
-        ids, dist = dfa.next_distances(state)
-        too_far = ids[dist > remaining - 1]
+        too_far = dfa.too_far(state, remaining)
         if too_far.numel() == 0:
             return False
-        if too_far.numel() == ids.numel() and not dfa.is_final(state):
+        if too_far.numel() == dfa.allowed_ids(state).numel() and not dfa.is_final(state):
             return False  # the budget cannot be met at all: leave the choice to the model
         mask[too_far.to(mask.device)] = False
         return True

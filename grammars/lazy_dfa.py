@@ -222,6 +222,9 @@ class TokenMasks:
         # characters stays, whatever its non-ASCII bytes
         whole = np.array([_is_utf8(t) for t in raw], dtype=bool)
         self.plain_tail = ((self.tail_sets[2] | self.tail_sets[3]) == 0) | whole
+        # what a completion's bytes may be spelled with (the tokens `allowed` walks)
+        self.spellings = frozenset(raw)
+        self.longest = int(lengths.max()) if lengths.size else 1
 
     @classmethod
     def of(cls, vocab: Vocabulary) -> TokenMasks:
@@ -326,7 +329,12 @@ class CompiledLazyDFA(AllowedRows):
         self._masks = TokenMasks.of(vocab)
         # per-state masks, rows and distances live in the process's bounded state cache
         self._owner = STATE_CACHE.owner()
-        self._distance: dict[int, int] = {}
+        # completion bounds per state (kept: states are few, and every matcher of this
+        # constraint shares them), the limits known out of reach, and the search graph
+        self._bound: dict[int, int] = {}
+        self._beyond: dict[int, int] = {}
+        self._pruned: dict[int, list[tuple[int, int]]] = {}
+        self._unpruned: dict[int, list[tuple[int, int]]] = {}
         self._lock = threading.RLock()
         self._eos_tensor = torch.tensor(sorted(vocab.eos_ids), dtype=torch.long)
         self._single_bytes = np.array(sorted(vocab.token_bytes[i][0] for i in vocab.single_byte_ids))
@@ -380,57 +388,194 @@ class CompiledLazyDFA(AllowedRows):
         return _FAR
 
     def distance(self, state: int) -> int:
-        """Tokens needed from ``state`` to acceptance, bounded above by a path over
-        single-byte tokens (``_FAR`` if none is found).
+        """Tokens of a known completion from ``state`` to acceptance (``_FAR`` if none is
+        found): an upper bound on the shortest one, found once per state and kept.
 
-        Any path found is a real completion, so the bound is sound even when the search
-        skips bytes: it first ignores whitespace, and ``[``/``{`` where another byte is
+        Why not one search per state (what this was): a decode reaches a few dozen new
+        states per step (one per distinct state its allowed tokens lead to), and a
+        search from each re-walks the same hundreds of states to the end of the
+        document; 0.2 s a step on the demo schema. Instead, a search stops at the first
+        layer where it meets a state whose bound is already known (or an accepting one),
+        and every state on the path it found gets its bound: the next states of a decode
+        usually meet a known one within a byte or two (closing the string, say).
+
+        The path is a real completion, so the bound is sound, and it is counted in
+        tokens: its bytes are spelled with as few vocabulary tokens as possible (any
+        spelling of the same bytes reaches the same states). It may exceed the shortest
+        completion (the first known state met need not be on the shortest path): where
+        that matters, near the end of a budget, :meth:`within` decides exactly.
+
+        The search first ignores whitespace, and ``[``/``{`` where another byte is
         possible, since opening containers never shortens a completion; in an automaton
         whose any-JSON values nest without end, searching them blows up exponentially.
         """
-        hit = self._distance.get(state)
+        hit = self._bound.get(state)
         if hit is None:
             with self._lock:
-                hit = self._search(state, prune=True)
-                if hit == _FAR:
-                    hit = self._search(state, prune=False)
-                self._distance[state] = hit
+                hit = self._bound.get(state)
+                if hit is None:
+                    hit = self._first_completion(state, prune=True)
+                    if hit == _FAR:
+                        hit = self._first_completion(state, prune=False)
+                    if hit == _FAR:
+                        self._bound[state] = _FAR
         return hit
 
-    def _search(self, state: int, prune: bool) -> int:
-        """Breadth-first over distinct successor states (see :meth:`distance`)."""
-        seen = {state: 0}
+    def within(self, state: int, limit: int) -> bool:
+        """Whether acceptance can be reached from ``state`` in at most ``limit`` tokens,
+        as far as the search before these bounds found (never a looser answer).
+
+        That search took, per state, the shortest path over single-byte tokens with
+        whitespace and container openings pruned, or without pruning when the pruned one
+        found nothing within its visit cap. Here: the known bound first; else a
+        breadth-first search over the same pruned graph to depth ``limit``, continued
+        past it only to learn whether the pruned graph has a completion at all (if not,
+        the unpruned graph is searched to depth ``limit``). Answers are kept per state:
+        a "no" for a limit is a "no" for every smaller one.
+        """
+        if self.distance(state) <= limit:
+            return True
+        if self._beyond.get(state, -1) >= limit:
+            return False
+        with self._lock:
+            found = self._search(state, limit, prune=True)
+            if found is None:  # the pruned graph has no completion within the cap
+                found = self._search(state, limit, prune=False, exhaust=False) or False
+            if not found:
+                self._beyond[state] = max(self._beyond.get(state, -1), limit)
+        return found
+
+    def _successors(self, q: int, prune: bool) -> list[tuple[int, int]]:
+        """(state, a byte leading there) for each distinct state one single-byte token
+        leads to from ``q``, pruned as :meth:`distance` says; cached per state."""
+        cache = self._pruned if prune else self._unpruned
+        hit = cache.get(q)
+        if hit is None:
+            if not self.dfa.built[q]:
+                self.dfa.build_row(q)
+            row = self.dfa.trans[q, self._single_bytes]
+            live = row != DEAD
+            if prune:
+                plain = live & ~self._skippable
+                live = plain if plain.any() else live & ~self._blank
+            first: dict[int, int] = {}
+            for r, byte in zip(row[live].tolist(), self._single_bytes[live].tolist(), strict=True):
+                first.setdefault(r, byte)
+            hit = cache[q] = sorted(first.items())  # by state, as the search always went
+        return hit
+
+    def _first_completion(self, state: int, prune: bool) -> int:
+        """Breadth-first from ``state`` to the first layer holding an accepting state or
+        one with a known bound; records the path's bounds and returns ``state``'s."""
+        parent: dict[int, tuple[int, int]] = {state: (-1, 0)}
         frontier = [state]
-        while frontier and len(seen) < _DISTANCE_VISITS:
+        while frontier and len(parent) < _DISTANCE_VISITS:
+            best, end = _FAR, -1
+            for q in frontier:
+                b = 0 if self.dfa.final[q] else self._bound.get(q, _FAR)
+                if b < best:
+                    best, end = b, q
+            if end >= 0:
+                return self._record(parent, end, best)
             nxt: list[int] = []
             for q in frontier:
-                if self.dfa.final[q]:
-                    return seen[q]
-                if not self.dfa.built[q]:
-                    self.dfa.build_row(q)
-                row = self.dfa.trans[q, self._single_bytes]
-                live = row != DEAD
-                if prune:
-                    plain = live & ~self._skippable
-                    live = plain if plain.any() else live & ~self._blank
-                for r in np.unique(row[live]).tolist():
-                    if r not in seen:
-                        seen[r] = seen[q] + 1
+                for r, byte in self._successors(q, prune):
+                    if r not in parent:
+                        parent[r] = (q, byte)
                         nxt.append(r)
             frontier = nxt
         return _FAR
 
-    def next_distances(self, state: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(allowed ids, distance bound of the state each leads to) for ``state``
-        (cached: the decode loop asks at every step once the budget is near)."""
+    def _search(self, state: int, limit: int, prune: bool, exhaust: bool = True) -> bool | None:
+        """Whether the graph has a completion from ``state`` of at most ``limit`` bytes
+        (found ones are recorded as bounds). With ``exhaust``, a search reaching depth
+        ``limit`` goes on until it meets acceptance (False) or gives up (None: no
+        completion within the visit cap); without, it stops there (False)."""
+        parent: dict[int, tuple[int, int]] = {state: (-1, 0)}
+        frontier = [state]
+        depth = 0
+        while frontier and len(parent) < _DISTANCE_VISITS:
+            for q in frontier:
+                b = 0 if self.dfa.final[q] else self._bound.get(q, _FAR)
+                if depth + b <= limit or (depth > limit and b == 0):
+                    self._record(parent, q, b)
+                    return depth + b <= limit
+            if depth >= limit and not exhaust:
+                return False
+            nxt: list[int] = []
+            for q in frontier:
+                for r, byte in self._successors(q, prune):
+                    if r not in parent:
+                        parent[r] = (q, byte)
+                        nxt.append(r)
+            frontier = nxt
+            depth += 1
+        return None
+
+    def _record(self, parent: dict[int, tuple[int, int]], end: int, tail: int) -> int:
+        """Give each state on the search path to ``end`` (whose bound is ``tail``) the
+        bound of that path, its bytes spelled in as few tokens as the vocabulary allows
+        (fewest tokens for each suffix, right to left); returns the first state's."""
+        states = [end]
+        data: list[int] = []
+        q = end
+        while parent[q][0] >= 0:
+            q, byte = parent[q]
+            states.append(q)
+            data.append(byte)
+        states.reverse()
+        data.reverse()
+        text = bytes(data)
+        n = len(text)
+        spellings, longest = self._masks.spellings, self._masks.longest
+        best = [_FAR] * n + [tail]
+        for i in range(n - 1, -1, -1):
+            for j in range(i + 1, min(n, i + longest) + 1):
+                if best[j] + 1 < best[i] and text[i:j] in spellings:
+                    best[i] = best[j] + 1
+        for q, b in zip(states, best, strict=True):
+            if b < self._bound.get(q, _FAR):
+                self._bound[q] = b
+        return self._bound[states[0]]
+
+    def _next_entry(
+        self, state: int
+    ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, tuple[np.ndarray, np.ndarray], int]:
+        """(allowed ids, the bound of the state each leads to, the state each leads to,
+        the distinct end states and their bounds, the largest bound), cached per state."""
         key = (self._owner, "distances", state)
         hit = STATE_CACHE.get(key)
         if hit is None:
             ids, ends = self._entry(state)
             unique, inverse = np.unique(ends, return_inverse=True)
             dist = np.array([self.distance(int(q)) for q in unique], dtype=np.int64)
-            hit = STATE_CACHE.put(key, (ids, torch.from_numpy(dist[inverse])), ids.nbytes * 2)
+            top = int(dist.max()) if dist.size else 0
+            hit = (ids, torch.from_numpy(dist[inverse]), ends, (unique, dist), top)
+            hit = STATE_CACHE.put(key, hit, ids.nbytes * 2 + ends.nbytes)
         return hit
+
+    def next_distances(self, state: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(allowed ids, bound of the state each leads to) for ``state`` (cached)."""
+        ids, dist, _, _, _ = self._next_entry(state)
+        return ids, dist
+
+    def budget_window(self, state: int) -> int:
+        """Remaining-token counts at or below which :meth:`too_far` may refuse a token."""
+        ids, _, _, _, top = self._next_entry(state)
+        return top + 1 if ids.numel() else 0
+
+    def too_far(self, state: int, remaining: int) -> torch.Tensor:
+        """The allowed tokens after which acceptance needs more than ``remaining - 1``
+        tokens. O(1) while every end state's known bound fits (most steps); otherwise
+        only the end states whose bound does not fit are searched (:meth:`within`)."""
+        ids, _, ends, (unique, dist), top = self._next_entry(state)
+        limit = remaining - 1
+        if top <= limit:
+            return ids[:0]
+        far = [q for q in unique[dist > limit].tolist() if not self.within(q, limit)]
+        if not far:
+            return ids[:0]
+        return ids[torch.from_numpy(np.isin(ends, far))]
 
 
 def _is_utf8(data: bytes) -> bool:

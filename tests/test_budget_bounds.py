@@ -1,0 +1,163 @@
+"""The lazy route's completion bounds: sound, never looser than a full search, and what
+``restrict_to_budget`` needs to keep every output finishable within its budget.
+
+The bounds are found once per state by searches that stop at the first known state
+(``CompiledLazyDFA.distance``), and checked exactly near the end of a budget
+(``CompiledLazyDFA.within``); these tests compare them with the breadth-first search
+each state used to run in full, and drive matchers the way the decode loop does.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from grammars.json_schema import compile_json_schema
+from grammars.lazy_dfa import _DISTANCE_VISITS, _FAR, DEAD
+
+SCHEMAS = [
+    {  # the demo's user record: bounded strings, an email, a bounded array
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 24},
+            "age": {"type": "integer"},
+            "email": {"type": "string", "format": "email"},
+            "languages": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 3},
+            "active": {"type": "boolean"},
+        },
+        "required": ["name", "age", "email", "languages", "active"],
+        "additionalProperties": False,
+    },
+    {"type": "array", "items": {}},  # any JSON inside: nests without end
+    {
+        "type": "object",
+        "properties": {"tags": {"type": "array", "items": {"type": "string"}, "minItems": 2}},
+        "required": ["tags"],
+    },
+]
+
+
+def full_search(compiled, state: int) -> int:
+    """The search each state used to run: shortest single-byte path, pruned first."""
+    for prune in (True, False):
+        seen = {state: 0}
+        frontier = [state]
+        while frontier and len(seen) < _DISTANCE_VISITS:
+            nxt = []
+            for q in frontier:
+                if compiled.dfa.final[q]:
+                    return seen[q]
+                if not compiled.dfa.built[q]:
+                    compiled.dfa.build_row(q)
+                row = compiled.dfa.trans[q, compiled._single_bytes]
+                live = row != DEAD
+                if prune:
+                    plain = live & ~compiled._skippable
+                    live = plain if plain.any() else live & ~compiled._blank
+                for r in np.unique(row[live]).tolist():
+                    if r not in seen:
+                        seen[r] = seen[q] + 1
+                        nxt.append(r)
+            frontier = nxt
+    return _FAR
+
+
+def walk_under_budget(compiled, budget: int, rng: random.Random) -> tuple[bool, list[int], list[int]]:
+    """A random decode (never choosing EOS) under restrict_to_budget, as the decode
+    loop runs it; whether it ends accepting, the states it passed and its tokens."""
+    matcher = compiled.matcher()
+    mask = torch.zeros(compiled.vocab.size, dtype=torch.bool)
+    states: list[int] = []
+    tokens: list[int] = []
+    for used in range(budget):
+        if matcher.is_finished():
+            break
+        states.append(matcher.state)
+        mask.zero_()
+        matcher.fill_mask(mask)
+        matcher.restrict_to_budget(mask, budget - used)
+        mask[sorted(compiled.vocab.eos_ids)] = False
+        ids = torch.nonzero(mask).flatten()
+        if not ids.numel():
+            break  # only EOS is left
+        tokens.append(int(ids[rng.randrange(ids.numel())]))
+        matcher.advance(tokens[-1])
+    return matcher.is_accepting(), states, tokens
+
+
+@pytest.mark.parametrize("case", range(len(SCHEMAS)))
+def test_random_decodes_finish_within_any_budget_the_bound_allows(default_vocab, case: int) -> None:
+    compiled = compile_json_schema(SCHEMAS[case], default_vocab, budget_s=30)
+    start = compiled.distance(compiled.initial_state)
+    assert start < _FAR
+    rng = random.Random(case)
+    for slack in (0, 0, 1, 3, 8, 20):
+        accepted, _, _ = walk_under_budget(compiled, start + slack, rng)
+        assert accepted, (case, start, slack)
+
+
+@pytest.mark.parametrize("case", range(len(SCHEMAS)))
+def test_bounds_are_real_completions_and_never_looser(default_vocab, case: int) -> None:
+    """Each state's bound is spelled by a chain of allowed tokens whose bounds drop by
+    one (so it is a real completion), and within() says yes wherever the full search
+    found a completion that short."""
+    compiled = compile_json_schema(SCHEMAS[case], default_vocab, budget_s=30)
+    rng = random.Random(100 + case)
+    met: set[int] = set()
+    for slack in (2, 30):
+        met.update(walk_under_budget(compiled, compiled.distance(compiled.initial_state) + slack, rng)[1])
+    for state in sorted(met)[:40]:
+        reference = full_search(compiled, state)
+        if reference < _FAR:
+            assert compiled.within(state, reference)
+        q, left = state, compiled.distance(state)
+        while not compiled.is_final(q):  # follow the bound down to acceptance
+            _, _, _, (ends, _), _ = compiled._next_entry(q)
+            nxt = next((int(e) for e in ends if compiled.distance(int(e)) <= left - 1), None)
+            assert nxt is not None, (state, q, left)
+            q, left = nxt, compiled.distance(nxt)
+
+
+def test_a_budget_check_searches_nothing_once_states_are_known(default_vocab) -> None:
+    """Bounds belong to the compiled constraint: a second decode over the same states
+    (another matcher) runs no search at all."""
+    compiled = compile_json_schema(SCHEMAS[0], default_vocab, budget_s=30)
+    rng = random.Random(7)
+    _, states, tokens = walk_under_budget(compiled, 200, rng)
+    searched = len(compiled._pruned), len(compiled._bound)
+    matcher = compiled.matcher()
+    mask = torch.zeros(compiled.vocab.size, dtype=torch.bool)
+    for state, token in zip(states, tokens, strict=True):
+        assert matcher.state == state
+        matcher.fill_mask(mask)
+        matcher.restrict_to_budget(mask, 200)
+        matcher.advance(token)
+    assert (len(compiled._pruned), len(compiled._bound)) == searched
+
+
+@pytest.mark.parametrize("case", range(len(SCHEMAS)))
+def test_exact_checks_decide_where_a_bound_is_loose(default_vocab, monkeypatch, case: int) -> None:
+    """A first-met bound may exceed the shortest completion; then within() searches,
+    and budgets the full search allows still finish. Bounds are inflated here so that
+    every budget check near the end goes to that search."""
+    from grammars.lazy_dfa import CompiledLazyDFA
+
+    exact = CompiledLazyDFA.distance
+    monkeypatch.setattr(
+        CompiledLazyDFA, "distance", lambda self, q: exact(self, q) + (0 if self.dfa.final[q] else 3)
+    )
+    compiled = compile_json_schema(SCHEMAS[case], default_vocab, budget_s=30)
+    start = full_search(compiled, compiled.initial_state)
+    rng = random.Random(200 + case)
+    met: set[int] = set()
+    for slack in (0, 0, 1, 2, 5):
+        accepted, states, _ = walk_under_budget(compiled, start + slack, rng)
+        assert accepted, (case, start, slack)
+        met.update(states)
+    for state in sorted(met)[:30]:
+        reference = full_search(compiled, state)
+        if reference < _FAR:
+            assert compiled.within(state, reference)
