@@ -21,17 +21,13 @@ forced tokens; ``lookup``: n-gram context lookup; ``recycling``: Token Recycling
 :class:`plugin.StencilLogitsProcessor` for the same constraint: ``hf_plain`` (plain
 greedy) and ``hf_lookup`` (``prompt_lookup_num_tokens=10``, HF's assisted generation).
 An HF configuration that raises is recorded with its error and left out of the table's
-figures: Stencil's processor counts one appended token per call, and prompt lookup calls
-processors on candidate continuations (and again while verifying them), so its matcher
-is advanced over tokens that are not the output and refuses one (``ConstraintViolation``).
-``hf_lookup_synced`` is the same HF call with a bench-local processor whose matcher
-follows ``input_ids`` on every call (``_SyncedProcessor``), to show what HF's own prompt
-lookup gains under the same constraint.
+figures. (Prompt lookup calls processors on candidate continuations and drops the
+rejected ones; the processor follows ``input_ids`` on every call, so it stays in step.)
 
 Protocol. ``torch.set_num_threads(--threads)`` (2). Per prompt the constraint is compiled
 once, then warmed: one ``plain`` and one ``auto`` generation run untimed first, so the
 automaton states the timed runs visit are already built (the first visit of a state is
-slow; that is issue 17's subject, not this one's) and Token Recycling's table has seen
+slow; that is issue 19's subject, not this one's) and Token Recycling's table has seen
 this prompt. Recycling's table is process-wide (one per model) and learns across
 generations: its figures are those of a repeated or similar request, its first run on
 each prompt (in the warm-up, after the previous prompts only) is kept in the JSON as
@@ -70,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -87,7 +83,7 @@ STENCIL_CONFIGS: dict[str, Any] = {
     "recycling": "recycling",
     "auto": "auto",
 }
-HF_CONFIGS = ("hf_plain", "hf_lookup", "hf_lookup_synced")
+HF_CONFIGS = ("hf_plain", "hf_lookup")
 CONFIGS = (*STENCIL_CONFIGS, *HF_CONFIGS)
 TASKS = ("extract", "sql", "edit", "free")
 TASK_NOTES = {
@@ -344,62 +340,6 @@ def build_prompts(tokenizer: Any, tasks: list[str], per_task: int) -> list[Promp
 
 
 # ---------------------------------------------------------------------------- running
-class _PrefixedProcessor(StencilLogitsProcessor):
-    """Stencil's processor, its matchers started after ``prefix`` (completion mode)."""
-
-    def __init__(self, constraint: Any, prefix: str) -> None:
-        super().__init__(constraint)
-        self.prefix = prefix
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self._matchers is None:
-            self._matchers = [self.constraint.matcher_after(self.prefix) for _ in range(input_ids.shape[0])]
-            self._prompt_len = input_ids.shape[1]
-        return super().__call__(input_ids, scores)
-
-
-class _SyncedProcessor(LogitsProcessor):
-    """A bench-local stand-in for HF's assisted generation (batch 1): the matcher follows
-    ``input_ids`` itself on every call (a fork of the longest prefix seen so far, advanced
-    over the rest), because prompt lookup calls processors on candidate continuations that
-    it may then reject, which a processor counting one appended token per call cannot
-    follow. Masks as :class:`StencilLogitsProcessor` does."""
-
-    def __init__(self, constraint: Any, prefix: str | None) -> None:
-        self.constraint, self.prefix = constraint, prefix
-        self.eos = sorted(constraint.vocab.eos_ids)
-        self.prompt_len: int | None = None
-        self.states: dict[tuple[int, ...], Any] = {}
-
-    def _matcher(self, generated: tuple[int, ...]) -> Any:
-        known = len(generated)
-        while generated[:known] not in self.states:
-            known -= 1
-        m = self.states[generated[:known]]
-        for i in range(known, len(generated)):
-            if not m.accepts(generated[i]):
-                return None
-            m = m.fork()
-            m.advance(generated[i])
-            self.states[generated[: i + 1]] = m
-        return m
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if input_ids.shape[0] != 1:
-            raise ValueError("_SyncedProcessor handles batch 1 (as HF's assisted generation does)")
-        if self.prompt_len is None:
-            self.prompt_len = input_ids.shape[1]
-            start = self.constraint.matcher_after(self.prefix) if self.prefix else self.constraint.matcher()
-            self.states[()] = start
-        m = self._matcher(tuple(input_ids[0, self.prompt_len :].tolist()))
-        mask = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
-        if m is not None:
-            m.fill_mask(mask[0])
-        if not bool(mask[0].any()):
-            mask[0, self.eos] = True
-        return scores.masked_fill(~mask, float("-inf"))
-
-
 class _Clock:
     """An HF streamer that notes when the first generated token(s) arrive."""
 
@@ -448,12 +388,7 @@ def run_stencil(model: Any, tokenizer: Any, p: Prompt, config: str, max_new: int
 
 
 def run_hf(model: Any, p: Prompt, config: str, max_new: int) -> dict[str, Any]:
-    if config == "hf_lookup_synced":
-        processor: LogitsProcessor = _SyncedProcessor(p.constraint, p.prefix)
-    elif p.prefix is not None:
-        processor = _PrefixedProcessor(p.constraint, p.prefix)
-    else:
-        processor = StencilLogitsProcessor(p.constraint)
+    processor = StencilLogitsProcessor(p.constraint, p.prefix)
     input_ids = torch.tensor([p.ids], dtype=torch.long, device=model.device)
     extra = {"prompt_lookup_num_tokens": 10} if config != "hf_plain" else {}
     eos = sorted(p.constraint.vocab.eos_ids)

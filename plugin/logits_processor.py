@@ -11,21 +11,25 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
+from plugin.errors import OptionError
 from plugin.matcher import CompiledConstraint, Matcher
 
 
 class StencilLogitsProcessor(LogitsProcessor):
     """Constrain ``model.generate`` with any compiled constraint.
 
-    Use a fresh instance per ``generate`` call: it remembers the prompt length it saw
+    ``prefix``: completion mode, as ``constrained_generate(prefix=...)``: the matchers
+    start after that text (usually the end of the prompt). Use a fresh instance per
+    ``generate`` call: it remembers the prompt length it saw
     first and the matchers of that batch. Each call brings every row's matcher to the
     tokens ``input_ids`` holds after the prompt (rolling back what is no longer there),
     so assisted generation (``prompt_lookup_num_tokens=``, ``assistant_model=``), which
     scores candidate positions and then drops the rejected ones, stays in step.
     """
 
-    def __init__(self, constraint: CompiledConstraint) -> None:
+    def __init__(self, constraint: CompiledConstraint, prefix: str | None = None) -> None:
         self.constraint = constraint
+        self.prefix = prefix
         self.vocab = constraint.vocab
         self._matchers: list[Matcher] | None = None
         self._seen: list[list[tuple[int, bool]]] = []  # per row: (token, advanced?) after the prompt
@@ -35,7 +39,7 @@ class StencilLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         batch = input_ids.shape[0]
         if self._matchers is None:
-            self._matchers = [self.constraint.matcher() for _ in range(batch)]
+            self._matchers = [self._start() for _ in range(batch)]
             self._seen = [[] for _ in range(batch)]
             self._prompt_len = input_ids.shape[1]
         for row, tokens in enumerate(input_ids[:, self._prompt_len :].tolist()):
@@ -46,6 +50,15 @@ class StencilLogitsProcessor(LogitsProcessor):
             if not bool(mask[row].any()):  # finished rows keep EOS so softmax stays finite
                 mask[row, self._eos.to(scores.device)] = True
         return scores.masked_fill(~mask, float("-inf"))
+
+    def _start(self) -> Matcher:
+        if not self.prefix:
+            return self.constraint.matcher()
+        if not hasattr(self.constraint, "matcher_after"):
+            raise OptionError(
+                f"prefix= is supported for grammar= constraints, not {type(self.constraint).__name__}"
+            )
+        return self.constraint.matcher_after(self.prefix)  # type: ignore[attr-defined]
 
     def _sync(self, row: int, tokens: list[int]) -> None:
         """Roll ``row``'s matcher back to the common prefix of what it consumed and

@@ -243,9 +243,9 @@ def test_tree_scoring_matches_separate_sequences_and_keeps_one_branch(tiny_model
 
 def test_context_lookup_copies_the_longest_recent_match():
     lookup = ContextLookup(3, extra=[7, 8, 9, 10, 11])
-    assert lookup.propose([1, 2, 3, 1, 2], 3) == [3, 1, 2]  # "1 2" was followed by "3 1 2"
-    assert lookup.propose([1, 2, 3, 1, 2, 3, 9], 2) == [10, 11]  # from the extra document
-    assert lookup.propose([5, 6], 4) == []
+    assert lookup.propose([1, 2, 3, 1, 2], 3) == ([3, 1, 2], 2)  # "1 2" was followed by "3 1 2"
+    assert lookup.propose([1, 2, 3, 1, 2, 3, 9], 2) == ([10, 11], 1)  # from the extra document
+    assert lookup.propose([5, 6], 4) == ([], 0)
 
 
 @pytest.mark.parametrize(

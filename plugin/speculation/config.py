@@ -25,12 +25,12 @@ class SpeculativeConfig:
 
     ``drafters``: names from :data:`DRAFTERS`. ``max_draft``: most tokens drafted per
     target forward (a tree counts its nodes). ``stop_threshold``: adaptive stopping
-    (SpecDec++'s rule with a train-free predictor): drafting stops once the predicted
-    chance that the next draft token is rejected passes it; the prediction is the
-    drafter's running rejection rate (a draft model's own confidence for its tokens).
-    1.0 never stops early. ``tree_width``: branches per node where a drafter offers
-    alternatives (Token Recycling); 1 drafts chains only. ``ngram``: longest suffix of
-    the output the context lookup matches (it falls back to shorter ones).
+    (SpecDec++'s rule with a counted predictor, see :mod:`plugin.speculation.speculator`):
+    a node is drafted only while the predicted chance that it is rejected or never
+    reached stays below it; 1.0 drafts up to ``max_draft`` always. ``tree_width``:
+    candidates per node where a drafter offers alternatives (Token Recycling); 1 drafts
+    chains only. ``ngram``: longest suffix of the output the context lookup matches (it
+    falls back to shorter ones).
     ``draft_model``: a Hugging Face model (or its id or path) sharing the target's
     tokenizer; needed by the ``"draft_model"`` drafter. ``lookup_ids``: more token ids
     the context lookup may copy from besides the prompt and the output (the language
@@ -39,8 +39,8 @@ class SpeculativeConfig:
 
     drafters: tuple[str, ...] = AUTO_DRAFTERS
     max_draft: int = 12
-    stop_threshold: float = 0.9
-    tree_width: int = 2
+    stop_threshold: float = 0.75
+    tree_width: int = 3
     ngram: int = 3
     draft_model: Any = None
     lookup_ids: tuple[int, ...] = field(default=(), repr=False)

@@ -49,9 +49,9 @@ class ContextLookup:
             if len(self._corpus) - 2 >= self._base:
                 self._note(len(self._corpus) - 2)
 
-    def propose(self, context: Sequence[int], limit: int) -> list[int]:
+    def propose(self, context: Sequence[int], limit: int) -> tuple[list[int], int]:
         """Up to ``limit`` tokens that followed the longest recent match of the
-        context's last tokens (none when nothing matches)."""
+        context's last tokens, and the match's length (``([], 0)`` when nothing matches)."""
         self._sync(context)
         corpus = self._corpus
         for n in range(min(self.ngram, len(self._seen)), 0, -1):
@@ -61,5 +61,5 @@ class ContextLookup:
                 if -1 in follow:
                     follow = follow[: follow.index(-1)]
                 if follow:
-                    return follow
-        return []
+                    return follow, n
+        return [], 0

@@ -8,10 +8,14 @@ still leaves likely alternatives scored in the same forward). The whole draft is
 cut by the constraint: a node the matcher refuses (or an end-of-sequence id) goes with
 everything under it, so the target never scores a token the constraint could not emit.
 
-Adaptive stopping (SpecDec++'s rule, train-free): each drafter's acceptance rate ``a``
-is tracked per drafted position; a chain stops at the depth where the predicted chance
-of a rejection so far, ``1 - a**depth``, passes ``stop_threshold``. A draft model's
-chain stops where ``1 - prod(confidence)`` passes it.
+Adaptive stopping (SpecDec++'s rule with a counted, not trained, predictor): every node
+has a predicted chance of being the target's choice once its parent is reached, counted
+per drafter and feature (context lookup: match length and depth; Token Recycling: depth
+and candidate rank; a draft model: its own probability). A node's chance of being
+reached is the product along its path, and drafting stops where that falls below
+``1 - stop_threshold``: on two CPU cores a forward over three tokens costs about one over
+one token, each further token about a seventh of a forward, so a node is worth scoring
+only while it is likely enough to be kept.
 
 A drafter that raises is switched off for the rest of the generation; the output is
 unchanged (a draft only decides how many positions one forward scores) and ``stats``
@@ -20,7 +24,6 @@ names the failure.
 
 from __future__ import annotations
 
-import math
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -31,10 +34,10 @@ from plugin.matcher import Matcher
 from plugin.speculation.config import SpeculativeConfig
 from plugin.speculation.draft_model import DraftModel
 from plugin.speculation.lookup import ContextLookup
-from plugin.speculation.recycling import TokenRecycling
+from plugin.speculation.recycling import TokenRecycling, depth_bucket
 from plugin.speculation.tree import DraftTree
 
-PRIOR_ACCEPTANCE = (3.0, 1.0)  # pseudo-counts (accepted, rejected) a drafter starts with
+PRIOR_ACCEPTANCE = (2.0, 1.0)  # pseudo-counts (accepted, rejected) a feature starts with
 DECAY = 0.98  # old verdicts fade, so the rate follows the output's current stretch
 
 _RECYCLING: weakref.WeakKeyDictionary[Any, TokenRecycling] = weakref.WeakKeyDictionary()
@@ -60,7 +63,7 @@ class Speculator:
         self.lookup = ContextLookup(config.ngram, config.lookup_ids) if "lookup" in self.enabled else None
         self.recycling = recycling_for(model, vocab_size) if "recycling" in self.enabled else None
         self.draft_model = DraftModel(config.draft_model) if "draft_model" in self.enabled else None
-        self.verdicts = {name: list(PRIOR_ACCEPTANCE) for name in self.enabled}
+        self.verdicts: dict[tuple[str, tuple[int, ...]], list[float]] = {}
         self.drafted = dict.fromkeys(self.enabled, 0)
         self.accepted = dict.fromkeys(self.enabled, 0)
         self.failures: dict[str, str] = {}
@@ -96,36 +99,44 @@ class Speculator:
             tree.add(token, tree.tip(), "constraint")
 
     def _propose(self, name: str, chain: list[int], tree: DraftTree, room: int) -> None:
+        floor = 1 - self.config.stop_threshold
+        reach = 1.0
         if name == "lookup":
             assert self.lookup is not None
-            for token in self.lookup.propose(chain, self._depth(name, room)):
-                tree.add(token, tree.tip(), name)
+            tokens, n = self.lookup.propose(chain, room)
+            for depth, token in enumerate(tokens, start=1):
+                feature = (n, depth_bucket(depth))
+                reach *= self._rate(name, feature)
+                if depth > 1 and reach < floor:
+                    break
+                tree.add(token, tree.tip(), name, feature)
         elif name == "draft_model":
             assert self.draft_model is not None
             tokens, confidence = self.draft_model.propose(chain, room)
-            reach = 1.0
-            for token, p in zip(tokens, confidence, strict=True):
-                if len(tree) and tree.sources[-1] == name and 1 - reach * p > self.config.stop_threshold:
-                    break
+            for depth, (token, p) in enumerate(zip(tokens, confidence, strict=True), start=1):
                 reach *= p
-                tree.add(token, tree.tip(), name)
+                if depth > 1 and reach < floor:
+                    break
+                tree.add(token, tree.tip(), name, (depth_bucket(depth),))
 
     def _recycle(self, last: int, tree: DraftTree, tip: int, room: int) -> None:
         assert self.recycling is not None
-        width = self.config.tree_width
-        self.recycling.propose(last, min(room, self._depth("recycling", room) * width), width, tree, tip)
+        self.recycling.propose(
+            last,
+            room,
+            self.config.tree_width,
+            tree,
+            tip,
+            lambda depth, rank: self._rate("recycling", (depth_bucket(depth), rank)),
+            1 - self.config.stop_threshold,
+        )
 
-    def _depth(self, name: str, room: int) -> int:
-        """The deepest draft position whose predicted chance of being reached (every
-        position before it accepted) stays above ``1 - stop_threshold``."""
-        accepted, rejected = self.verdicts[name]
-        rate = accepted / (accepted + rejected)
-        if rate >= 1.0 or self.config.stop_threshold >= 1.0:
-            return room
-        if rate <= 0.0:
-            return 1
-        depth = math.floor(math.log(1 - self.config.stop_threshold) / math.log(rate))
-        return max(1, min(room, depth))
+    def _rate(self, name: str, feature: tuple[int, ...]) -> float:
+        """Predicted chance that a node of ``name`` with ``feature`` is the target's
+        choice once its parent is reached (SpecDec++'s acceptance prediction, counted
+        instead of trained)."""
+        accepted, rejected = self.verdicts.get((name, feature), PRIOR_ACCEPTANCE)
+        return accepted / (accepted + rejected)
 
     def _cut(self, tree: DraftTree, matcher: Matcher | None) -> DraftTree:
         """The nodes of ``tree`` the constraint allows, each with its whole ancestry."""
@@ -141,7 +152,7 @@ class Speculator:
                     continue
                 state = state.fork()
                 state.advance(token)
-            where[i] = kept.add(token, where[parent], tree.sources[i])
+            where[i] = kept.add(token, where[parent], tree.sources[i], tree.features[i])
             states[i] = state
         return kept
 
@@ -156,29 +167,27 @@ class Speculator:
 
     # ----------------------------------------------------------------- feedback
     def observe(self, tree: DraftTree, path: list[int], fed: list[int], rows: torch.Tensor) -> None:
-        """Count one verification: ``path`` are the accepted nodes; the children of its
-        last node (or of the root) that the target did not pick were rejected. ``rows``
-        are the target's logits after the last ``len(rows)`` tokens of ``fed``."""
+        """Count one verification: ``path`` are the accepted nodes. Under the root and
+        under every accepted node, the child the target picked was accepted and its
+        siblings rejected; nodes under a rejection were never judged. ``rows`` are the
+        target's logits after the last ``len(rows)`` tokens of ``fed``."""
         self.forwards += 1
         self.scored += len(tree)
-        for node in path:
-            self._verdict(tree.sources[node], accepted=True)
-        tip = path[-1] if path else -1
-        rejected = {tree.sources[i] for i, p in enumerate(tree.parents) if p == tip}
-        for name in rejected:
-            self._verdict(name, accepted=False)
+        kept = set(path)
+        for parent in [-1, *path]:
+            for i, p in enumerate(tree.parents):
+                if p == parent and tree.sources[i] != "constraint":
+                    self._verdict((tree.sources[i], tree.features[i]), accepted=i in kept)
         for i, name in enumerate(tree.sources):
             self.drafted[name] = self.drafted.get(name, 0) + 1
-            if i in path:
+            if i in kept:
                 self.accepted[name] = self.accepted.get(name, 0) + 1
         if self.recycling is not None and "recycling" in self.enabled:
             tail = fed[len(fed) - len(rows) :]
             self._guarded("recycling", lambda: self.recycling.observe(tail, rows))  # type: ignore[union-attr]
 
-    def _verdict(self, name: str, *, accepted: bool) -> None:
-        if name not in self.verdicts:
-            return
-        counts = self.verdicts[name]
+    def _verdict(self, key: tuple[str, tuple[int, ...]], *, accepted: bool) -> None:
+        counts = self.verdicts.setdefault(key, list(PRIOR_ACCEPTANCE))
         counts[0] = counts[0] * DECAY + accepted
         counts[1] = counts[1] * DECAY + (not accepted)
 

@@ -2,7 +2,8 @@
 
 ``parents[i]`` is the index of the node before node ``i`` (-1: the context's last
 token). A chain has ``parents[i] == i - 1``. Every node records the drafter that
-proposed it, so acceptance is counted per drafter.
+proposed it and the feature its acceptance is predicted by (for example its depth and
+rank), so acceptance is counted per drafter and per feature.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ class DraftTree:
     tokens: list[int] = field(default_factory=list)
     parents: list[int] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    features: list[tuple[int, ...]] = field(default_factory=list)
 
-    def add(self, token: int, parent: int, source: str) -> int:
+    def add(self, token: int, parent: int, source: str, feature: tuple[int, ...] = ()) -> int:
         """Append a node under ``parent``; its index (the existing node's when
         ``parent`` already has a child with this token: siblings are distinct)."""
         for i, p in enumerate(self.parents):
@@ -25,6 +27,7 @@ class DraftTree:
         self.tokens.append(token)
         self.parents.append(parent)
         self.sources.append(source)
+        self.features.append(feature)
         return len(self.tokens) - 1
 
     def __len__(self) -> int:
@@ -36,6 +39,13 @@ class DraftTree:
 
     def is_chain(self) -> bool:
         return all(p == i - 1 for i, p in enumerate(self.parents))
+
+    def depth(self, node: int) -> int:
+        """1 for a child of the root."""
+        depth = 0
+        while node >= 0:
+            node, depth = self.parents[node], depth + 1
+        return depth
 
     def tip(self) -> int:
         """The last node of the chain the nodes form so far (-1 when empty)."""
