@@ -477,13 +477,7 @@ class CompiledLazyDFA(AllowedRows):
                     best, end = b, q
             if end >= 0:
                 return self._record(parent, end, best)
-            nxt: list[int] = []
-            for q in frontier:
-                for r, byte in self._successors(q, prune):
-                    if r not in parent:
-                        parent[r] = (q, byte)
-                        nxt.append(r)
-            frontier = nxt
+            frontier = self._expand(frontier, parent, prune)
         return _FAR
 
     def _search(self, state: int, limit: int, prune: bool, exhaust: bool = True) -> bool | None:
@@ -502,15 +496,19 @@ class CompiledLazyDFA(AllowedRows):
                     return depth + b <= limit
             if depth >= limit and not exhaust:
                 return False
-            nxt: list[int] = []
-            for q in frontier:
-                for r, byte in self._successors(q, prune):
-                    if r not in parent:
-                        parent[r] = (q, byte)
-                        nxt.append(r)
-            frontier = nxt
+            frontier = self._expand(frontier, parent, prune)
             depth += 1
         return None
+
+    def _expand(self, frontier: list[int], parent: dict[int, tuple[int, int]], prune: bool) -> list[int]:
+        """The next breadth-first layer: successors not seen yet, their parents noted."""
+        nxt: list[int] = []
+        for q in frontier:
+            for r, byte in self._successors(q, prune):
+                if r not in parent:
+                    parent[r] = (q, byte)
+                    nxt.append(r)
+        return nxt
 
     def _record(self, parent: dict[int, tuple[int, int]], end: int, tail: int) -> int:
         """Give each state on the search path to ``end`` (whose bound is ``tail``) the

@@ -17,20 +17,10 @@ import torch
 
 from grammars.json_schema import compile_json_schema
 from grammars.lazy_dfa import _DISTANCE_VISITS, _FAR, DEAD
+from plugin.demo import USER_SCHEMA
 
 SCHEMAS = [
-    {  # the demo's user record: bounded strings, an email, a bounded array
-        "type": "object",
-        "properties": {
-            "name": {"type": "string", "maxLength": 24},
-            "age": {"type": "integer"},
-            "email": {"type": "string", "format": "email"},
-            "languages": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 3},
-            "active": {"type": "boolean"},
-        },
-        "required": ["name", "age", "email", "languages", "active"],
-        "additionalProperties": False,
-    },
+    USER_SCHEMA,  # the demo's user record: bounded strings, an email, a bounded array
     {"type": "array", "items": {}},  # any JSON inside: nests without end
     {
         "type": "object",
