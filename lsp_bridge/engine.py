@@ -142,7 +142,7 @@ class Engine:
             "should_stop": should_stop,
         }
         drafters = speculative_drafters(s.speculative)
-        if drafters is not None:
+        if drafters is not None and s.sampler != "asap":  # ASAp samples every token itself
             # the context lookup may copy from the whole document, the text after the cursor too
             document = () if isinstance(cache, FimSession) else tuple(cache.token_ids)
             options["speculative"] = SpeculativeConfig(drafters=drafters, lookup_ids=document)
