@@ -38,7 +38,10 @@ class Settings:
     context_tokens: int = 1024  # at most this many tokens of the document go to the model
     fim: bool = True  # fill-in-the-middle (prefix and suffix) when the tokenizer has FIM tokens
     refresh_every: int = 4  # re-encode a document's cache, when idle, after this many edits (0: never)
-    speculative: str = "auto"  # "off", "auto" or drafter names joined by commas (plugin.speculation)
+    # "off", "auto" or drafter names joined by commas (plugin.speculation); off by default:
+    # completions end at the line's end after 3-7 tokens, where drafts did not pay
+    # (bench/lsp_latency.py --settings '{"speculative": "auto"}', docs/speculative.md)
+    speculative: str = "off"
     max_sessions: int = 32  # open documents holding a generation session (LRU beyond)
     analysis_timeout: float = 5.0
     python: LanguageSettings = field(default_factory=lambda: LanguageSettings(grammar="python"))

@@ -311,3 +311,15 @@ def test_a_failing_drafter_never_changes_the_output(tiny_model, default_tokenize
     fast = constrained_generate(tiny_model, default_tokenizer, prompt, speculative="auto", max_new_tokens=16)
     assert fast.token_ids == plain.token_ids
     assert fast.stats["speculative"]["drafter_failures"] == {"lookup": "RuntimeError: index out of sync"}
+
+
+def test_the_language_server_setting_names_drafters_or_is_refused_with_its_path():
+    from lsp_bridge.settings import Settings, speculative_drafters
+
+    assert Settings().speculative == "off" and speculative_drafters("off") is None
+    assert speculative_drafters(Settings().updated({"speculative": "lookup, recycling"}).speculative) == (
+        "lookup",
+        "recycling",
+    )
+    with pytest.raises(OptionError, match=r"settings\.stencil\.speculative must be 'off', 'auto'"):
+        Settings().updated({"stencil": {"speculative": "draft_model"}})
