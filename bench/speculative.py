@@ -725,7 +725,8 @@ def main() -> int:
         "meta": meta,
         "prompts": prompts_out,
         "summary": rows,
-        "runs": runs,
+        # token ids are checked above (same_as_plain, first_difference); the texts are kept
+        "runs": [{k: v for k, v in r.items() if k != "token_ids"} for r in runs],
         "warmup": warmups,
         "outputs": texts,
     }

@@ -86,7 +86,7 @@ class Speculator:
             if name in self.enabled and limit > len(tree) and tree.tip() == tip:
                 self._guarded(name, lambda name=name: self._propose(name, chain, tree, limit - len(tree)))
         if "recycling" in self.enabled and limit > len(tree):
-            # alternatives beside the copied chain: the first levels branch
+            # alternatives beside the copied chain, best first
             self._guarded("recycling", lambda: self._recycle(chain[-1], tree, tip, limit - len(tree)))
         return self._cut(tree, matcher)
 
