@@ -9,6 +9,11 @@ to acceptance (``restrict_to_budget``) drop tokens after which the output could 
 longer finish, so a constrained output ends valid rather than cut off. The loop ends
 when the model picks EOS (allowed only where the matcher accepts), when the constraint
 allows nothing but EOS, or when tokens run out.
+
+With ``speculative=`` (:mod:`plugin.speculation`) each forward also scores a draft of
+the tokens that follow, and every draft position is decided by the same
+:class:`_Chooser` as a plain step: the draft changes how many positions a forward
+covers, never what is chosen.
 """
 
 from __future__ import annotations
