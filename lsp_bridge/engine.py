@@ -20,13 +20,13 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from lsp_bridge.sessions import DocumentSession
-from lsp_bridge.settings import LanguageSettings, Settings, speculative_drafters
+from lsp_bridge.settings import LanguageSettings, Settings
 from plugin.errors import OptionError
 
 LANGUAGES = ("python", "json", "sql")
@@ -110,7 +110,7 @@ class Engine:
         document's edit-aware cache is brought up to date with the edits queued since the
         last completion, and the prompt's cache comes from it."""
         from plugin.kv import FimSession, fim_spelling
-        from plugin.speculation import SpeculativeConfig
+        from plugin.speculation import resolve_speculative
 
         if language not in LANGUAGES:
             raise OptionError(
@@ -141,11 +141,11 @@ class Engine:
             "max_new_tokens": s.max_tokens,
             "should_stop": should_stop,
         }
-        drafters = speculative_drafters(s.speculative)
-        if drafters is not None and s.sampler != "asap":  # ASAp samples every token itself
+        speculative = resolve_speculative(s.speculative)
+        if speculative is not None:
             # the context lookup may copy from the whole document, the text after the cursor too
             document = () if isinstance(cache, FimSession) else tuple(cache.token_ids)
-            options["speculative"] = SpeculativeConfig(drafters=drafters, lookup_ids=document)
+            options["speculative"] = replace(speculative, lookup_ids=document)
         ready = time.perf_counter() - started
         gen = cache.generate(offset, **options)
         out = gen.text

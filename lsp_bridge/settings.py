@@ -73,6 +73,10 @@ class Settings:
         out = replace(self, **changes)
         if out.sampler not in SAMPLERS or out.sampler == "smc":
             raise OptionError(f"{where}.sampler must be one of mask, awrs, asap; got {out.sampler!r}")
+        if out.sampler == "asap" and out.speculative != "off":
+            raise OptionError(
+                f"{where}.speculative must be 'off' with sampler 'asap' (ASAp samples every token itself)"
+            )
         return out
 
 
@@ -100,29 +104,17 @@ def _typed(key: str, value: Any, path: str) -> Any:
     if key == "refresh_every" and value < 0:
         raise OptionError(f"{path} must be 0 (never) or a positive number of edits, got {value!r}")
     if key == "speculative":
-        speculative_drafters(value, path)
+        from plugin.speculation import resolve_speculative
+
+        try:
+            resolve_speculative(value)
+        except OptionError as exc:
+            raise OptionError(
+                f"{path} must be 'off', 'auto' or drafter names joined by commas ({exc})"
+            ) from None
     if key == "analysis_timeout" and value <= 0:
         raise OptionError(f"{path} must be positive, got {value!r}")
     return value
-
-
-def speculative_drafters(value: str, path: str = "settings.speculative") -> tuple[str, ...] | None:
-    """The drafters the ``speculative`` setting names (None: off)."""
-    from plugin.speculation import AUTO_DRAFTERS, DRAFTERS
-
-    if value == "off":
-        return None
-    if value == "auto":
-        return AUTO_DRAFTERS
-    names = tuple(name.strip() for name in value.split(","))
-    usable = [d for d in DRAFTERS if d != "draft_model"]
-    bad = [n for n in names if n not in usable]
-    if bad:
-        raise OptionError(
-            f"{path} must be 'off', 'auto' or drafter names joined by commas ({', '.join(usable)}); "
-            f"got {value!r}"
-        )
-    return names
 
 
 def _language(current: LanguageSettings, value: Any, path: str) -> LanguageSettings:

@@ -105,13 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _speculative(value: str | None) -> str | list[str] | None:
-    """``--speculative``: ``auto`` or drafter names joined by commas."""
-    if value is None or value == "auto":
-        return value
-    return [name.strip() for name in value.split(",")]
-
-
 def _generate(args: argparse.Namespace) -> int:
     from plugin.api import JSON_GENERATION_WHITESPACE, build_constraint, constrained_generate
     from plugin.models import load_model, load_tokenizer
@@ -165,7 +158,7 @@ def _generate(args: argparse.Namespace) -> int:
                 ("particles", args.particles),
                 ("ess_threshold", args.ess_threshold),
                 ("monitors", monitors),
-                ("speculative", _speculative(args.speculative)),
+                ("speculative", args.speculative),
                 ("draft_model", args.draft_model),
             )
             if v is not None

@@ -243,9 +243,13 @@ def test_tree_scoring_matches_separate_sequences_and_keeps_one_branch(tiny_model
 
 def test_context_lookup_copies_the_longest_recent_match():
     lookup = ContextLookup(3, extra=[7, 8, 9, 10, 11])
-    assert lookup.propose([1, 2, 3, 1, 2], 3) == ([3, 1, 2], 2)  # "1 2" was followed by "3 1 2"
-    assert lookup.propose([1, 2, 3, 1, 2, 3, 9], 2) == ([10, 11], 1)  # from the extra document
-    assert lookup.propose([5, 6], 4) == ([], 0)
+    lookup.add([1, 2, 3, 1, 2])
+    assert lookup.propose([], 3) == ([3, 1, 2], 2)  # "1 2" was followed by "3 1 2"
+    lookup.add([3])
+    assert lookup.propose([9], 2) == ([10, 11], 1)  # after a pending 9: from the extra document
+    fresh = ContextLookup(3)
+    fresh.add([5, 6])
+    assert fresh.propose([], 4) == ([], 0)
 
 
 @pytest.mark.parametrize(
@@ -304,7 +308,7 @@ def test_a_failing_drafter_never_changes_the_output(tiny_model, default_tokenize
     prompt = "alpha beta alpha beta alpha"
     plain = constrained_generate(tiny_model, default_tokenizer, prompt, max_new_tokens=16)
 
-    def broken(self, context, limit):
+    def broken(self, pending, limit):
         raise RuntimeError("index out of sync")
 
     monkeypatch.setattr(ContextLookup, "propose", broken)
@@ -314,12 +318,17 @@ def test_a_failing_drafter_never_changes_the_output(tiny_model, default_tokenize
 
 
 def test_the_language_server_setting_names_drafters_or_is_refused_with_its_path():
-    from lsp_bridge.settings import Settings, speculative_drafters
+    from lsp_bridge.settings import Settings
+    from plugin.speculation import resolve_speculative
 
-    assert Settings().speculative == "off" and speculative_drafters("off") is None
-    assert speculative_drafters(Settings().updated({"speculative": "lookup, recycling"}).speculative) == (
+    assert Settings().speculative == "off" and resolve_speculative("off") is None
+    assert resolve_speculative(
+        Settings().updated({"speculative": "lookup, recycling"}).speculative
+    ).drafters == (
         "lookup",
         "recycling",
     )
     with pytest.raises(OptionError, match=r"settings\.stencil\.speculative must be 'off', 'auto'"):
         Settings().updated({"stencil": {"speculative": "draft_model"}})
+    with pytest.raises(OptionError, match=r"settings\.speculative must be 'off' with sampler 'asap'"):
+        Settings().updated({"sampler": "asap", "speculative": "auto"})

@@ -282,7 +282,11 @@ def decode(
         awrs=awrs,
         asap=asap,
     )
-    speculator = Speculator(speculative, model, logits.numel(), stop_ids) if speculative is not None else None
+    speculator = (
+        Speculator(speculative, model, logits.numel(), stop_ids, prompt_ids)
+        if speculative is not None
+        else None
+    )
     draft_seconds = 0.0
     first_token_seconds: float | None = None  # time to first token, prefill included
     pending: list[int] | str | None = None  # decided at the last verification, not yet fed
@@ -312,7 +316,7 @@ def decode(
             logits = runner.feed(emit)
             continue
         t0 = time.perf_counter()
-        draft = speculator.draft([*prompt_ids, *out], matcher, max_new_tokens - len(out))
+        draft = speculator.draft(out, matcher, max_new_tokens - len(out))
         draft_seconds += time.perf_counter() - t0
         rows = runner.verify(emit, draft)
         path: list[int] = []

@@ -74,10 +74,11 @@ def _check_int(name: str, value: Any, low: int, high: int) -> None:
 
 
 def resolve_speculative(value: Any, *, draft_model: Any = None) -> SpeculativeConfig | None:
-    """The config ``speculative=`` names: ``None``/``False`` is off; ``"auto"``/``True``
-    the train-free drafters (plus ``draft_model`` when given); a config as it is; a
-    drafter name or a list of them."""
-    if value is None or value is False:
+    """The config ``speculative=`` names: ``None``, ``False`` or ``"off"`` is off;
+    ``"auto"``/``True`` the train-free drafters (plus ``draft_model`` when given); a
+    config as it is; a drafter name, names joined by commas (the CLI's and the language
+    server's spelling), or a list of them."""
+    if value is None or value is False or value == "off":
         if draft_model is not None:
             raise OptionError("draft_model= needs speculative= ('auto' or a SpeculativeConfig)")
         return None
@@ -90,8 +91,10 @@ def resolve_speculative(value: Any, *, draft_model: Any = None) -> SpeculativeCo
     if value is True or value == "auto":
         drafters = AUTO_DRAFTERS if draft_model is None else ("constraint", "lookup", "draft_model")
         return SpeculativeConfig(drafters=drafters, draft_model=draft_model)
-    if isinstance(value, str) or (isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)):
-        return SpeculativeConfig(drafters=value, draft_model=draft_model)
+    if isinstance(value, str):
+        value = [name.strip() for name in value.split(",")]
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return SpeculativeConfig(drafters=tuple(value), draft_model=draft_model)
     raise OptionError(
         f"speculative must be None, 'auto', a drafter name or list, or a SpeculativeConfig; got {value!r}"
     )

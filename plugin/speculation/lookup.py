@@ -1,9 +1,10 @@
 """Context lookup: copy what followed the last time the recent tokens appeared.
 
 Hugging Face's prompt lookup, kept incremental: an index from every n-gram (n up to
-``ngram``) of the searchable tokens to where it last ended, so a draft costs a few
-dict lookups, not a scan of a 4,000-token document. Searchable tokens: ``lookup_ids``
-(the language server's whole document), then the prompt and the output as it grows.
+``ngram``) of the searchable tokens to where it last ended, fed only the tokens accepted
+since the last draft, so a draft costs a few dict lookups, not a scan of a 4,000-token
+document. Searchable tokens: ``lookup_ids`` (the language server's whole document), then
+the prompt and the output as it grows.
 The longest matching suffix wins; among equal ones the most recent.
 """
 
@@ -35,27 +36,23 @@ class ContextLookup:
                 break
             self._index[tuple(corpus[end - n + 1 : end + 1])] = end
 
-    def _sync(self, context: Sequence[int]) -> None:
-        """Bring the corpus to ``context`` (it only ever grows by accepted tokens; a
-        different context, a new generation, starts it again)."""
-        seen = len(self._seen)
-        if len(context) < seen or list(context[:seen]) != self._seen:
-            self.__init__(self.ngram, self._extra)  # type: ignore[misc]
-            seen = 0
-        for token in context[seen:]:
+    def add(self, tokens: Sequence[int]) -> None:
+        """Append accepted context tokens (a generation's context only grows)."""
+        for token in tokens:
             self._seen.append(token)
             self._corpus.append(token)
             # index n-grams ending *before* the last token, so the suffix never finds itself
             if len(self._corpus) - 2 >= self._base:
                 self._note(len(self._corpus) - 2)
 
-    def propose(self, context: Sequence[int], limit: int) -> tuple[list[int], int]:
-        """Up to ``limit`` tokens that followed the longest recent match of the
-        context's last tokens, and the match's length (``([], 0)`` when nothing matches)."""
-        self._sync(context)
+    def propose(self, pending: Sequence[int], limit: int) -> tuple[list[int], int]:
+        """Up to ``limit`` tokens that followed the longest recent match of the last
+        tokens of the context plus ``pending`` (drafted, not yet accepted), and the
+        match's length (``([], 0)`` when nothing matches)."""
+        recent = [*self._seen[-self.ngram :], *pending][-self.ngram :]
         corpus = self._corpus
-        for n in range(min(self.ngram, len(self._seen)), 0, -1):
-            end = self._index.get(tuple(self._seen[-n:]))
+        for n in range(len(recent), 0, -1):
+            end = self._index.get(tuple(recent[-n:]))
             if end is not None:
                 follow = corpus[end + 1 : end + 1 + limit]
                 if -1 in follow:

@@ -55,12 +55,21 @@ class Speculator:
     """The drafters of one generation and their counters."""
 
     def __init__(
-        self, config: SpeculativeConfig, model: Any, vocab_size: int, stop_ids: frozenset[int]
+        self,
+        config: SpeculativeConfig,
+        model: Any,
+        vocab_size: int,
+        stop_ids: frozenset[int],
+        prompt_ids: Sequence[int],
     ) -> None:
         self.config = config
+        self.prompt_ids = list(prompt_ids)
+        self._given = 0  # output tokens the context lookup has been fed
         self.stop_ids = stop_ids
         self.enabled = list(config.drafters)
         self.lookup = ContextLookup(config.ngram, config.lookup_ids) if "lookup" in self.enabled else None
+        if self.lookup is not None:
+            self.lookup.add(self.prompt_ids)
         self.recycling = recycling_for(model, vocab_size) if "recycling" in self.enabled else None
         self.draft_model = DraftModel(config.draft_model) if "draft_model" in self.enabled else None
         self.verdicts: dict[tuple[str, tuple[int, ...]], list[float]] = {}
@@ -71,23 +80,30 @@ class Speculator:
         self.scored = 0
 
     # ----------------------------------------------------------------- drafting
-    def draft(self, context: Sequence[int], matcher: Matcher | None, remaining: int) -> DraftTree:
-        """A draft of at most ``min(max_draft, remaining)`` nodes after ``context``
-        (which ends with the tokens about to be fed), every node allowed by ``matcher``."""
+    def draft(self, out: Sequence[int], matcher: Matcher | None, remaining: int) -> DraftTree:
+        """A draft of at most ``min(max_draft, remaining)`` nodes after the prompt and
+        ``out`` (the output so far, ending with the tokens about to be fed; it only
+        grows), every node allowed by ``matcher``."""
+        if self.lookup is not None:
+            self.lookup.add(out[self._given :])
+            self._given = len(out)
         limit = min(self.config.max_draft, remaining)
         tree = DraftTree()
         if limit <= 0:
             return tree
         if "constraint" in self.enabled and matcher is not None:
             self._guarded("constraint", lambda: self._forced(matcher, tree, limit))
-        chain = [*context, *tree.tokens]
+        forced = list(tree.tokens)
         tip = tree.tip()
         for name in ("lookup", "draft_model"):
             if name in self.enabled and limit > len(tree) and tree.tip() == tip:
-                self._guarded(name, lambda name=name: self._propose(name, chain, tree, limit - len(tree)))
+                self._guarded(
+                    name, lambda name=name: self._propose(name, out, forced, tree, limit - len(tree))
+                )
         if "recycling" in self.enabled and limit > len(tree):
             # alternatives beside the copied chain, best first
-            self._guarded("recycling", lambda: self._recycle(chain[-1], tree, tip, limit - len(tree)))
+            last = forced[-1] if forced else out[-1]
+            self._guarded("recycling", lambda: self._recycle(last, tree, tip, limit - len(tree)))
         return self._cut(tree, matcher)
 
     def _forced(self, matcher: Matcher, tree: DraftTree, limit: int) -> None:
@@ -98,12 +114,12 @@ class Speculator:
             fork.advance(token)
             tree.add(token, tree.tip(), "constraint")
 
-    def _propose(self, name: str, chain: list[int], tree: DraftTree, room: int) -> None:
+    def _propose(self, name: str, out: Sequence[int], forced: list[int], tree: DraftTree, room: int) -> None:
         floor = 1 - self.config.stop_threshold
         reach = 1.0
         if name == "lookup":
             assert self.lookup is not None
-            tokens, n = self.lookup.propose(chain, room)
+            tokens, n = self.lookup.propose(forced, room)
             for depth, token in enumerate(tokens, start=1):
                 feature = (n, depth_bucket(depth))
                 reach *= self._rate(name, feature)
@@ -112,7 +128,7 @@ class Speculator:
                 tree.add(token, tree.tip(), name, feature)
         elif name == "draft_model":
             assert self.draft_model is not None
-            tokens, confidence = self.draft_model.propose(chain, room)
+            tokens, confidence = self.draft_model.propose([*self.prompt_ids, *out, *forced], room)
             for depth, (token, p) in enumerate(zip(tokens, confidence, strict=True), start=1):
                 reach *= p
                 if depth > 1 and reach < floor:
