@@ -63,7 +63,6 @@ class _Tables:
 
 
 _MEMORY: dict[tuple[str, str, str], CompiledGrammar] = {}
-_TOKENS: dict[str, TokenBytes] = {}
 
 
 def resolve(grammar: str | Path) -> tuple[str, str, str, bool]:
@@ -106,9 +105,7 @@ def compile_grammar(grammar: str | Path, tokenizer: Any, *, start: str | None = 
         )
     else:
         syntax = Syntax(tables.parse, tables.lexer, tables.parser_term)
-    tokens = _TOKENS.get(vocab.fingerprint)
-    if tokens is None:
-        tokens = _TOKENS[vocab.fingerprint] = TokenBytes.from_vocab(vocab)
+    tokens = TokenBytes.of(vocab)
     compiled = CompiledGrammar(
         name,
         tables.lexer,

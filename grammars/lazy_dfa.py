@@ -11,10 +11,11 @@ over the whole vocabulary: 0.6 s p50 on MaskBench, minutes for some schemas). He
   only ever built as deep as the text goes.
 * :class:`LazyDFA` determinises on demand: a DFA state is the set of NFA states (closed
   under epsilon) and its 256-entry transition row is computed when first needed.
-* :class:`TokenMasks` computes the tokens allowed in a DFA state by walking every token
-  of the vocabulary at once, column by column over a padded byte matrix (numpy), so no
-  Python loop runs over the vocabulary. Tokens that die leave the walk at once, so a
-  state that only allows ``{`` costs one gather over the vocabulary.
+* :class:`TokenMasks` computes the tokens allowed in a DFA state by walking the
+  vocabulary's token trie in the compiled core (:mod:`grammars.native`): each shared
+  prefix is read once, a dead byte drops its subtree, and a subtree whose bytes all loop
+  on the state (free text) is settled without a walk. Rows the walk needs and the DFA
+  has not built are built here and the walk resumes below them.
 * :class:`CompiledLazyDFA` offers what :class:`grammars.dfa.DFAMatcher` needs (the same
   surface as the outlines-core route), with per-state masks cached.
 """
@@ -31,6 +32,7 @@ import torch
 
 from grammars.byte_nfa import ByteNFA
 from grammars.dfa import AllowedRows, DFAMatcher
+from grammars.native import dfa_allowed, trie_of
 from grammars.state_cache import STATE_CACHE
 from grammars.token_tables import TokenBytes
 from plugin.errors import CompileTimeout, prefix_error
@@ -39,7 +41,7 @@ from plugin.vocabulary import Vocabulary
 DEAD = 0
 _FAR = 1 << 30
 _DISTANCE_VISITS = 20_000  # DFA states a distance search may visit before giving up
-_LOOP_SHORTCUT = 64  # tokens led to one state by their first byte before the loop check pays
+_SORT_LIMIT = 4096  # allowed tokens below which sorting beats a scatter over the vocabulary
 MAX_EXPANSIONS = 50_000  # deferred fragments built in one closure: a loop that reads nothing
 
 
@@ -190,41 +192,18 @@ class LazyDFA:
 
 
 class TokenMasks:
-    """The vocabulary's text tokens as a byte matrix, sorted longest first (per vocab)."""
+    """The vocabulary's text tokens as a trie the compiled core walks (one per vocabulary)."""
 
     _CACHE: ClassVar[dict[str, TokenMasks]] = {}
     _LOCK: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, vocab: Vocabulary) -> None:
-        tokens = TokenBytes.from_vocab(vocab)
-        order = np.argsort(-tokens.lengths, kind="stable")
-        self.ids = tokens.ids[order]
-        lengths = tokens.lengths[order]
+        self.tokens = TokenBytes.of(vocab)
+        self.trie = trie_of(self.tokens)
         self.size = vocab.size
-        self.columns = np.ascontiguousarray(tokens.matrix[order].T)  # [max_len, n]: a column per offset
-        # rows [0, longer[j]) are the tokens with more than j bytes
-        self.longer = (lengths[None, :] > np.arange(self.columns.shape[0])[:, None]).sum(axis=1)
-        # The first character of each token (its first byte when that byte does not
-        # start a whole UTF-8 character), and the set of bytes after it, as 4 x 64 bits:
-        # a token whose first character leads to a state on which all its other bytes
-        # loop ends there, with no walk (most tokens inside a free string).
-        raw = [tokens.raw[i] for i in order.tolist()]
-        self.head = np.array([_head_length(t) for t in raw], dtype=np.int8)
-        self.tail_sets = np.zeros((4, len(self.ids)), dtype=np.uint64)  # a word per row
-        for j in range(1, self.columns.shape[0]):
-            rows = np.arange(int(self.longer[j]))
-            rows = rows[self.head[rows] <= j]
-            col = self.columns[j, rows]
-            bit = np.left_shift(np.uint64(1), (col & 63).astype(np.uint64))
-            for w in range(4):
-                self.tail_sets[w, rows] |= np.where(col >> 6 == w, bit, np.uint64(0))
-        # in a free-text state (every multi-byte character loops) a tail of whole
-        # characters stays, whatever its non-ASCII bytes
-        whole = np.array([_is_utf8(t) for t in raw], dtype=bool)
-        self.plain_tail = ((self.tail_sets[2] | self.tail_sets[3]) == 0) | whole
         # what a completion's bytes may be spelled with (the tokens `allowed` walks)
-        self.spellings = frozenset(raw)
-        self.longest = int(lengths.max()) if lengths.size else 1
+        self.spellings = frozenset(self.tokens.raw)
+        self.longest = int(self.tokens.lengths.max()) if self.tokens.lengths.size else 1
 
     @classmethod
     def of(cls, vocab: Vocabulary) -> TokenMasks:
@@ -234,85 +213,15 @@ class TokenMasks:
                 hit = cls._CACHE[vocab.fingerprint] = cls(vocab)
             return hit
 
-    def _loop_shortcut(
-        self, dfa: LazyDFA, live: np.ndarray, cur: np.ndarray, done_rows: list, done_states: list
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Settle, with no walk, the tokens that end where their first character leads
-        because all their other bytes loop there (see ``__init__``); ``cur`` holds the
-        states after the first byte. Returns the rest of ``live``/``cur``, to be walked.
-        Exact: a looping byte (in free text, a whole character) keeps the automaton where
-        it is."""
-        dfa.ensure_rows(cur)
-        heads = cur.copy()  # the state after each token's first character
-        head = self.head[live]
-        at = np.flatnonzero(head > 1)
-        for k in range(1, 4):
-            at = at[head[at] > k]
-            if not at.size:
-                break
-            heads[at] = dfa.trans[heads[at], self.columns[k, live[at]]]
-            dfa.ensure_rows(heads[at])
-        keep = heads != DEAD  # a token whose first character is refused is dead
-        counts = np.bincount(heads)
-        for p in np.flatnonzero(counts > _LOOP_SHORTCUT).tolist():
-            if p == DEAD:
-                continue
-            at = np.flatnonzero(heads == p)
-            stays = at[self._stays(dfa, p, live[at], counts[p])]
-            done_rows.append(live[stays])
-            done_states.append(heads[stays])
-            keep[stays] = False
-        return live[keep], cur[keep]
-
-    def _stays(self, dfa: LazyDFA, p: int, rows: np.ndarray, count: int) -> np.ndarray:
-        """Which tokens ``rows`` keep ``p`` over the bytes after their first character."""
-        loops = dfa.trans[p] == p
-        free = dfa.free_text(p)
-        if free:
-            loops[0x80:] = True
-        outside = ~np.packbits(loops, bitorder="little").view(np.uint64)
-        whole = count * 4 > self.tail_sets.shape[1]  # most tokens: one pass, no gathers
-        strays = (self.tail_sets[0] if whole else self.tail_sets[0, rows]) & outside[0]
-        for w in range(1, 4):
-            strays |= (self.tail_sets[w] if whole else self.tail_sets[w, rows]) & outside[w]
-        ok = (strays[rows] if whole else strays) == 0
-        return ok & self.plain_tail[rows] if free else ok
-
     def allowed(self, dfa: LazyDFA, q: int) -> tuple[np.ndarray, np.ndarray]:
         """(token ids allowed in ``q``, the state each leads to), ids sorted."""
-        if not dfa.built[q]:
-            dfa.build_row(q)
-        row = dfa.trans[q]
-        cur = row[self.columns[0]]  # the first byte of every token, one lookup
-        live = np.flatnonzero(cur)
-        cur = cur[live]
-        done_rows: list[np.ndarray] = []
-        done_states: list[np.ndarray] = []
-        if live.size > _LOOP_SHORTCUT:
-            live, cur = self._loop_shortcut(dfa, live, cur, done_rows, done_states)
-        for j in range(1, self.columns.shape[0]):
-            k = self.longer[j]
-            if live.size and live[-1] >= k:  # tokens of exactly j bytes are complete
-                cut = int(np.searchsorted(live, k))
-                done_rows.append(live[cut:])
-                done_states.append(cur[cut:])
-                live, cur = live[:cut], cur[:cut]
-            if not live.size:
-                break
-            dfa.ensure_rows(cur)
-            cur = dfa.trans[cur, self.columns[j, live]]
-            keep = cur != DEAD
-            if not keep.all():
-                live, cur = live[keep], cur[keep]
-        if live.size:
-            done_rows.append(live)
-            done_states.append(cur)
-        if not done_rows:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
-        ids = self.ids[np.concatenate(done_rows)]
-        states = np.concatenate(done_states)
+        rows, states = dfa_allowed(self.trie, dfa, q)
+        ids = self.tokens.ids[rows]
+        if ids.size < _SORT_LIMIT:
+            order = np.argsort(ids)
+            return ids[order], states[order]
         by_id = np.zeros(self.size, dtype=np.int32)  # scatter, then read back in id order:
-        by_id[ids] = states  # cheaper than sorting 100k ids
+        by_id[ids] = states  # cheaper than sorting 100k ids (live states are never 0)
         ids = np.flatnonzero(by_id)
         return ids, by_id[ids]
 
@@ -574,23 +483,3 @@ class CompiledLazyDFA(AllowedRows):
         if not far:
             return ids[:0]
         return ids[torch.from_numpy(np.isin(ends, far))]
-
-
-def _is_utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _head_length(data: bytes) -> int:
-    """Bytes in the first character of ``data`` (1 if it does not start a whole one)."""
-    for n in (2, 3, 4):
-        if data[0] >= 0x80 and len(data) >= n:
-            try:
-                data[:n].decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            return n
-    return 1

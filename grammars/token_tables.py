@@ -7,19 +7,21 @@ hang in a trie keyed by their split sequences. At mask time the parser walks the
 (one ``feed`` per trie edge, so groups sharing a first terminal share its feed, and a
 refused terminal prunes its whole subtree), and a group's tokens are kept by one
 vectorised lookup of ``ok_states[q_end]``. Nothing loops over the vocabulary in Python
-per step. Tables are built lazily, once per lexer state, by a vectorised walk of all
-tokens at once (numpy, column by column over the padded byte matrix), and kept on disk
+per step. Tables are built lazily, once per lexer state, by a walk of the vocabulary's
+token trie in the compiled core (:func:`grammars.native.lexer_walk`), and kept on disk
 next to the compiled grammar, so a later process loads them instead of building them.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from grammars.lexer_dfa import DEAD, START, LexerDFA
+from grammars.native import lexer_walk, trie_of
 from plugin.vocabulary import Vocabulary
 
 MAX_SPLITS = 8  # tokens ending more lexemes are walked one by one when the table is built
@@ -35,6 +37,15 @@ class TokenBytes:
     raw: list[bytes]
 
     @classmethod
+    def of(cls, vocab: Vocabulary) -> TokenBytes:
+        """The vocabulary's table, built once per process and shared by every route."""
+        with _TOKENS_LOCK:
+            hit = _TOKENS.get(vocab.fingerprint)
+            if hit is None:
+                hit = _TOKENS[vocab.fingerprint] = cls.from_vocab(vocab)
+            return hit
+
+    @classmethod
     def from_vocab(cls, vocab: Vocabulary) -> TokenBytes:
         ids = [i for i, b in enumerate(vocab.token_bytes) if b and i not in vocab.special_ids]
         raw = [vocab.token_bytes[i] for i in ids]
@@ -45,6 +56,10 @@ class TokenBytes:
         return cls(
             np.array(ids, dtype=np.int64), np.array([len(b) for b in raw], dtype=np.int32), matrix, raw
         )
+
+
+_TOKENS: dict[str, TokenBytes] = {}
+_TOKENS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -131,7 +146,7 @@ def _trie(groups: list[Group]) -> TrieNode:
 
 def build_table(lexer: LexerDFA, tokens: TokenBytes, q: int) -> TokenTable:
     """Walk every token from lexer state ``q`` at once (see module docstring)."""
-    state, splits, n_splits, alive, slow = _walk_all(lexer, tokens, q)
+    state, splits, n_splits, alive, slow = lexer_walk(trie_of(tokens), lexer, q, START, MAX_SPLITS)
     key, width = _pack(splits, len(lexer.terminals))
     slow |= alive & (n_splits > width)
     rows = np.flatnonzero(alive & (n_splits <= width))
@@ -158,48 +173,6 @@ def build_table(lexer: LexerDFA, tokens: TokenBytes, q: int) -> TokenTable:
             groups.append(Group(seq, ids[start:stop], run_ends[a:b], run_counts[a:b]))
     groups.extend(_long_groups(lexer, tokens, q, np.flatnonzero(slow)))
     return TokenTable(groups, _trie(groups))
-
-
-def _walk_all(
-    lexer: LexerDFA, tokens: TokenBytes, q: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Column-by-column walk of all tokens from ``q``: end state, split terminals, liveness.
-
-    A token is *slow* when it ends more than MAX_SPLITS lexemes; its walk stops there.
-    """
-    trans, best = lexer.trans, lexer.best
-    n = tokens.ids.shape[0]
-    state = np.full(n, q, dtype=np.int32)
-    alive = np.ones(n, dtype=bool)
-    n_splits = np.zeros(n, dtype=np.int32)
-    splits = np.full((n, MAX_SPLITS), -1, dtype=np.int16)
-    slow = np.zeros(n, dtype=bool)
-    act = np.arange(n)
-    for j in range(tokens.matrix.shape[1]):
-        act = act[tokens.lengths[act] > j]
-        if act.size == 0:
-            break
-        byte = tokens.matrix[act, j]
-        cur = state[act]
-        nxt = trans[cur, byte]
-        state[act] = nxt
-        dead = nxt == DEAD
-        if not dead.any():
-            continue
-        d_idx = act[dead]
-        term = best[cur[dead]]
-        restart = trans[START, byte[dead]]
-        ok = (term >= 0) & (restart != DEAD)
-        full = n_splits[d_idx] >= MAX_SPLITS
-        slow[d_idx[ok & full]] = True
-        alive[d_idx[~ok | full]] = False
-        go = ok & ~full
-        d_idx, term, restart = d_idx[go], term[go], restart[go]
-        splits[d_idx, n_splits[d_idx]] = term
-        n_splits[d_idx] += 1
-        state[d_idx] = restart
-        act = act[alive[act]]
-    return state, splits, n_splits, alive, slow
 
 
 def _pack(splits: np.ndarray, n_terms: int) -> tuple[np.ndarray, int]:

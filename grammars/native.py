@@ -1,0 +1,117 @@
+"""The compiled core's Python side: a vocabulary's token trie and the walks over it.
+
+One kernel serves both byte-automaton routes (see ``grammars/_trie_walk.c``):
+
+* :func:`dfa_allowed`: the tokens a lazily built DFA (the JSON Schema route) accepts
+  from a state, and the state each leads to. Rows the DFA has not built yet come back
+  from C as pending work; they are built here (in Python, where the automaton lives)
+  and the walk resumes below them.
+* :func:`lexer_walk`: every token's longest-match walk from a grammar's lexer state
+  (the grammar engine's token tables).
+
+The trie is shared by prefix: a 128k vocabulary has about 275k trie nodes against 1.3M
+token bytes, and a dead byte drops its whole subtree. The extension is built by the
+package's own build (``pip install -e .``, which ``./run setup`` does); without it the
+import fails with the reason, never a silent slow path.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+try:
+    from grammars import _trie_walk
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "Stencil's compiled core (grammars._trie_walk) is not built. Run `./run setup` or "
+        "`pip install -e .` from the repository; it needs a C compiler (gcc or cc) and the "
+        f"Python headers (python3-dev). Import error: {exc}"
+    ) from exc
+
+if TYPE_CHECKING:
+    from grammars.lazy_dfa import LazyDFA
+    from grammars.lexer_dfa import LexerDFA
+    from grammars.token_tables import TokenBytes
+
+
+@dataclass(frozen=True)
+class TokenTrie:
+    """A vocabulary's token bytes as a preorder trie (arrays the C walks read)."""
+
+    nodes: int
+    buffers: tuple[bytes, bytes, bytes, bytes, np.ndarray, bytes]  # what the C walks take
+    rows: int  # token rows (the TokenBytes rows the trie's tokens name)
+
+    @classmethod
+    def build(cls, raw: list[bytes]) -> TokenTrie:
+        """The trie of ``raw`` (a token's bytes per row; no empty ones)."""
+        order = sorted(range(len(raw)), key=raw.__getitem__)
+        data = b"".join(raw[i] for i in order)
+        offsets = np.zeros(len(raw) + 1, dtype=np.int64)
+        np.cumsum([len(raw[i]) for i in order], out=offsets[1:])
+        byte, depth, end, tok_start, sub = _trie_walk.build(data, offsets)
+        rows = np.array(order, dtype=np.int32)
+        return cls(len(byte), (byte, depth, end, tok_start, rows, sub), len(raw))
+
+
+_LOCK = threading.Lock()
+
+
+def trie_of(tokens: TokenBytes) -> TokenTrie:
+    """The trie of ``tokens``, built once per :class:`TokenBytes` and kept on it."""
+    hit = tokens.__dict__.get("_trie")
+    if hit is None:
+        with _LOCK:
+            hit = tokens.__dict__.get("_trie")
+            if hit is None:
+                hit = tokens.__dict__["_trie"] = TokenTrie.build(tokens.raw)
+    return hit
+
+
+def dfa_allowed(trie: TokenTrie, dfa: LazyDFA, q: int) -> tuple[np.ndarray, np.ndarray]:
+    """(token rows the DFA accepts from ``q``, the state each ends in), in no order.
+
+    Rows are built as the walk meets states without one; ``dfa.trans`` may grow
+    meanwhile, so each resumed walk is handed the current table."""
+    out_rows = np.empty(trie.rows, dtype=np.int32)
+    out_states = np.empty(trie.rows, dtype=np.int32)
+    n = 0
+    work: list[tuple[int, int, int]] = [(0, trie.nodes, q)]
+    while work:
+        start, stop, base = work.pop()
+        if not dfa.built[base]:
+            dfa.build_row(base)
+        n, pending = _trie_walk.walk_dfa(
+            trie.buffers, dfa.trans, dfa.built, start, stop, base, out_rows, out_states, n
+        )
+        work.extend(pending)
+    return out_rows[:n], out_states[:n]
+
+
+def lexer_walk(
+    trie: TokenTrie, lexer: LexerDFA, q: int, start: int, max_splits: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per token row from lexer state ``q``: (end state, split terminals int16 [rows,
+    max_splits] padded with -1, split count, alive, slow), as
+    :func:`grammars.token_tables.build_table` needs them."""
+    n = trie.rows
+    state = np.zeros(n, dtype=np.int32)
+    splits = np.full((n, max_splits), -1, dtype=np.int16)
+    n_splits = np.zeros(n, dtype=np.int32)
+    alive = np.zeros(n, dtype=bool)
+    slow = np.zeros(n, dtype=bool)
+    trans = np.ascontiguousarray(lexer.trans, dtype=np.int32)
+    best = np.ascontiguousarray(lexer.best, dtype=np.int32)
+    _trie_walk.walk_lexer(
+        trie.buffers, trans, best, q, start, state, splits, n_splits, alive, slow, max_splits
+    )
+    return state, splits, n_splits, alive, slow
+
+
+def core() -> Any:
+    """The extension module (for tests and diagnostics)."""
+    return _trie_walk

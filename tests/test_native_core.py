@@ -1,0 +1,102 @@
+"""The compiled core's trie walks equal token-by-token walks of the same automata.
+
+``grammars._trie_walk`` walks a vocabulary's token trie; these tests hold it to a plain
+Python walk of every token, over real vocabularies and real automata: the grammar
+engine's lexer DFAs (JSON, SQL, Python built-ins) for the longest-match walk, a lazily
+built JSON Schema DFA (rows built mid-walk, resumed) for the DFA walk. Bad buffers are a
+``ValueError``, not a crash.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from grammars import compile as compile_grammar
+from grammars.json_schema import compile_json_schema
+from grammars.lexer_dfa import DEAD, START
+from grammars.native import TokenTrie, core, dfa_allowed, lexer_walk, trie_of
+from grammars.token_tables import MAX_SPLITS, TokenBytes
+
+
+def python_lexer_walk(lexer, data: bytes, q: int):
+    """(end state, splits) of ``data`` from ``q`` by longest match; None when it dies;
+    "slow" when it ends more than MAX_SPLITS lexemes."""
+    rows, best = lexer.rows, lexer.best_list
+    seq: list[int] = []
+    for b in data:
+        nxt = rows[q][b]
+        if nxt == DEAD:
+            if best[q] < 0 or rows[START][b] == DEAD:
+                return None
+            if len(seq) >= MAX_SPLITS:
+                return "slow"
+            seq.append(best[q])
+            nxt = rows[START][b]
+        q = nxt
+    return q, seq
+
+
+def test_trie_lists_every_token_once() -> None:
+    raw = [b"ab", b"a", b"abc", b"b", b"ab", b"\xff\x00", b"abd"]
+    trie = TokenTrie.build(raw)
+    byte, depth, end, tok_start, rows, _ = trie.buffers
+    assert sorted(rows.tolist()) == list(range(len(raw)))
+    assert trie.nodes == 7  # a, ab, abc, abd, b, \xff, \xff\x00
+    ends = np.frombuffer(end, dtype=np.int32)
+    assert ends[0] == 4  # the subtree of "a": a, ab, abc, abd
+
+
+@pytest.mark.parametrize("grammar", ["json", "sql", "python"])
+def test_lexer_walk_equals_python_walk(default_tokenizer, default_vocab, grammar: str) -> None:
+    compiled = compile_grammar(grammar, default_tokenizer)
+    lexer, tokens = compiled.lexer, TokenBytes.of(default_vocab)
+    trie = trie_of(tokens)
+    rng = np.random.default_rng(0)
+    states = [START, *rng.choice(np.arange(2, lexer.n_states), size=min(6, lexer.n_states - 2)).tolist()]
+    for q in states:
+        state, splits, n_splits, alive, slow = lexer_walk(trie, lexer, q, START, MAX_SPLITS)
+        for row, data in enumerate(tokens.raw):
+            want = python_lexer_walk(lexer, data, q)
+            if want is None:
+                assert not alive[row] and not slow[row], (q, data)
+            elif want == "slow":
+                assert slow[row] and not alive[row], (q, data)
+            else:
+                assert alive[row] and not slow[row], (q, data)
+                assert state[row] == want[0], (q, data)
+                assert splits[row, : n_splits[row]].tolist() == want[1], (q, data)
+
+
+def test_dfa_walk_resumes_below_unbuilt_rows(default_vocab) -> None:
+    schema = {"type": "object", "properties": {"café": {"enum": ["naïve", "x"]}, "n": {"type": "integer"}}}
+    compiled = compile_json_schema(schema, default_vocab)
+    dfa, tokens = compiled.dfa, TokenBytes.of(default_vocab)
+    trie = trie_of(tokens)
+    for prefix in [b"", b'{"', b'{"caf', b'{"caf\xc3\xa9": "', b'{"n": 1']:
+        q = dfa.walk(compiled.initial_state, prefix)
+        before = int(dfa.built.sum())
+        rows, states = dfa_allowed(trie, dfa, q)
+        got = dict(zip(tokens.ids[rows].tolist(), states.tolist(), strict=True))
+        want = {}
+        for row, data in enumerate(tokens.raw):
+            end = dfa.walk(q, data)
+            if end != DEAD:
+                want[int(tokens.ids[row])] = end
+        assert got == want, prefix
+        assert len(rows) == len(got)  # each token once
+        assert int(dfa.built.sum()) >= before
+
+
+def test_bad_buffers_are_value_errors(default_vocab) -> None:
+    trie = trie_of(TokenBytes.of(default_vocab))
+    trans = np.zeros((2, 256), dtype=np.int32)
+    built = np.ones(3, dtype=bool)  # one more state than rows
+    out = np.empty(trie.rows, dtype=np.int32)
+    with pytest.raises(ValueError, match="inconsistent"):
+        core().walk_dfa(trie.buffers, trans, built, 0, trie.nodes, 1, out, out.copy(), 0)
+    small = np.empty(1, dtype=np.int32)
+    trans[1] = 1  # every byte loops on state 1: every token is allowed
+    with pytest.raises(ValueError, match="too small"):
+        core().walk_dfa(trie.buffers, trans, built[:2], 0, trie.nodes, 1, small, small.copy(), 0)
+
