@@ -49,6 +49,7 @@ static int check_len(Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t want, cons
  * sorted_bytes: the token byte strings concatenated in sorted order; offsets: int64
  * [n + 1]. Equal strings (two ids, one spelling) share a node. */
 static PyObject *build(PyObject *self, PyObject *args) {
+    (void)self;
     Py_buffer data = {0}, offs = {0};
     if (!PyArg_ParseTuple(args, "y*y*", &data, &offs)) return NULL;
     const uint8_t *s = data.buf;
@@ -141,45 +142,52 @@ static void loop_set(const int32_t *row, int32_t q, uint64_t out[4]) {
         if (row[b] == q) out[b >> 6] |= (uint64_t)1 << (b & 63);
 }
 
-/* walk_dfa(trie, trans, built, start, stop, base, out_rows, out_states, n_out)
- *   -> (n_out, pending)
- * Walks trie nodes [start, stop) (one node and its subtree, or the whole trie), the
- * parent of ``start`` being in DFA state ``base`` (state 0 is dead). Each token whose
- * bytes the DFA reads to a live state is written to out_rows/out_states from n_out on.
- * A node whose parent state has no row yet (built[p] == 0) is not walked: its run of
- * siblings is returned in ``pending`` as (start, stop, state) for the caller to build
- * that row and walk again. */
+/* walk_dfa(trie, trans, built, work, out_rows, out_states, n_out) -> (n_out, pending)
+ * ``work``: int32 triples (start, stop, base): walk trie nodes [start, stop) (one run of
+ * siblings and their subtrees, or the whole trie), the parent of ``start`` being in DFA
+ * state ``base`` (state 0 is dead). Each token whose bytes the DFA reads to a live state
+ * is written to out_rows/out_states from n_out on. A node whose parent state has no row
+ * yet (built[p] == 0) is not walked: its run of siblings is returned in ``pending`` (bytes
+ * of int32 triples, the same form as ``work``) for the caller to build those rows and
+ * walk again; one call per round, however many runs a round holds. */
 static PyObject *walk_dfa(PyObject *self, PyObject *args) {
     PyObject *trie_obj;
-    Py_buffer trans = {0}, built = {0}, out_rows = {0}, out_states = {0};
-    Py_ssize_t start, stop, n_out;
-    int base;
+    Py_buffer trans = {0}, built = {0}, work = {0}, out_rows = {0}, out_states = {0};
+    Py_ssize_t n_out;
     Trie t;
-    if (!PyArg_ParseTuple(args, "Oy*y*nniw*w*n", &trie_obj, &trans, &built, &start, &stop, &base,
-                          &out_rows, &out_states, &n_out))
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Oy*y*y*w*w*n", &trie_obj, &trans, &built, &work, &out_rows, &out_states,
+                          &n_out))
         return NULL;
-    Py_buffer views[4] = {trans, built, out_rows, out_states};
+    Py_buffer views[5] = {trans, built, work, out_rows, out_states};
     if (parse_trie(trie_obj, &t) < 0) {
-        release(views, 4);
+        release(views, 5);
         return NULL;
     }
     const uint8_t *byte = t.byte.buf;
     const int16_t *depth = t.depth.buf;
     const int32_t *end = t.end.buf, *tok_start = t.tok_start.buf, *tok_rows = t.tok_rows.buf;
     const uint64_t *sub = t.sub.buf;
-    const int32_t *tr = trans.buf;
+    const int32_t *tr = trans.buf, *jobs = work.buf;
     const uint8_t *bt = built.buf;
-    Py_ssize_t n_states = built.len, nodes = t.byte.len;
+    Py_ssize_t n_states = built.len, nodes = t.byte.len, n_jobs = work.len / 12;
     Py_ssize_t cap = out_rows.len / 4;
     int32_t *orow = out_rows.buf, *ostate = out_states.buf;
-    PyObject *pending = NULL;
+    PyObject *result = NULL;
     int32_t *pend = NULL; /* triples */
     Py_ssize_t n_pend = 0, pend_cap = 0;
     int bad = 0;
-    if (trans.len != n_states * 256 * 4 || out_states.len < out_rows.len || start < 0 || stop > nodes ||
-        start > stop || base < 0 || base >= n_states) {
-        PyErr_SetString(PyExc_ValueError, "walk_dfa: inconsistent buffers or range");
+    if (trans.len != n_states * 256 * 4 || out_states.len < out_rows.len || work.len % 12 || n_out < 0 ||
+        n_out > cap) {
+        PyErr_SetString(PyExc_ValueError, "walk_dfa: inconsistent buffers");
         goto done;
+    }
+    for (Py_ssize_t j = 0; j < n_jobs; j++) {
+        int32_t start = jobs[3 * j], stop = jobs[3 * j + 1], base = jobs[3 * j + 2];
+        if (start < 0 || stop > nodes || start > stop || base < 0 || base >= n_states) {
+            PyErr_Format(PyExc_ValueError, "walk_dfa: work item %zd out of range", j);
+            goto done;
+        }
     }
     Py_BEGIN_ALLOW_THREADS;
     int32_t stack[MAX_DEPTH + 1];
@@ -188,74 +196,69 @@ static PyObject *walk_dfa(PyObject *self, PyObject *args) {
     int32_t loop_tag[LOOP_CACHE];
     uint64_t loop_bits[LOOP_CACHE][4];
     for (int i = 0; i < LOOP_CACHE; i++) loop_tag[i] = -1;
-    if (start < stop) stack[depth[start] - 1] = base;
-    Py_ssize_t k = start;
-    while (k < stop) {
-        int d = depth[k];
-        int32_t p = stack[d - 1];
-        if (!bt[p]) {
-            Py_ssize_t next = end[k];
-            if (n_pend && pend[3 * (n_pend - 1) + 1] == k && pend[3 * (n_pend - 1) + 2] == p) {
-                pend[3 * (n_pend - 1) + 1] = (int32_t)next; /* a sibling: extend the run */
-            } else {
-                if (n_pend == pend_cap) {
-                    pend_cap = pend_cap ? pend_cap * 2 : 64;
-                    int32_t *grown = PyMem_RawRealloc(pend, sizeof(int32_t) * 3 * pend_cap);
-                    if (!grown) {
-                        bad = 1;
-                        break;
+    for (Py_ssize_t j = 0; j < n_jobs && !bad; j++) {
+        Py_ssize_t k = jobs[3 * j], stop = jobs[3 * j + 1];
+        if (k < stop) stack[depth[k] - 1] = jobs[3 * j + 2];
+        while (k < stop) {
+            int d = depth[k];
+            int32_t p = stack[d - 1];
+            if (!bt[p]) {
+                Py_ssize_t next = end[k];
+                if (n_pend && pend[3 * (n_pend - 1) + 1] == k && pend[3 * (n_pend - 1) + 2] == p) {
+                    pend[3 * (n_pend - 1) + 1] = (int32_t)next; /* a sibling: extend the run */
+                } else {
+                    if (n_pend == pend_cap) {
+                        pend_cap = pend_cap ? pend_cap * 2 : 64;
+                        int32_t *grown = PyMem_RawRealloc(pend, sizeof(int32_t) * 3 * pend_cap);
+                        if (!grown) {
+                            bad = 1;
+                            break;
+                        }
+                        pend = grown;
                     }
-                    pend = grown;
-                }
-                pend[3 * n_pend] = (int32_t)k;
-                pend[3 * n_pend + 1] = (int32_t)next;
-                pend[3 * n_pend + 2] = p;
-                n_pend++;
-            }
-            k = next;
-            continue;
-        }
-        int32_t q = tr[(Py_ssize_t)p * 256 + byte[k]];
-        if (q == 0) {
-            k = end[k];
-            continue;
-        }
-        Py_ssize_t t0 = tok_start[k], t1 = tok_start[k + 1];
-        Py_ssize_t next = end[k];
-        if (next > k + SHORTCUT_MIN && bt[q]) {
-            /* settle the subtree at once when every byte below loops on q */
-            int slot = q & (LOOP_CACHE - 1);
-            if (loop_tag[slot] != q) {
-                loop_set(tr + (Py_ssize_t)q * 256, q, loop_bits[slot]);
-                loop_tag[slot] = q;
-            }
-            const uint64_t *loops = loop_bits[slot];
-            const uint64_t *below = sub + 4 * k;
-            if (!(below[0] & ~loops[0]) && !(below[1] & ~loops[1]) && !(below[2] & ~loops[2]) &&
-                !(below[3] & ~loops[3])) {
-                t1 = tok_start[next];
-                if (n_out + (t1 - t0) > cap) {
-                    bad = 2;
-                    break;
-                }
-                for (Py_ssize_t i = t0; i < t1; i++) {
-                    orow[n_out] = tok_rows[i];
-                    ostate[n_out++] = q;
+                    pend[3 * n_pend] = (int32_t)k;
+                    pend[3 * n_pend + 1] = (int32_t)next;
+                    pend[3 * n_pend + 2] = p;
+                    n_pend++;
                 }
                 k = next;
                 continue;
             }
+            int32_t q = tr[(Py_ssize_t)p * 256 + byte[k]];
+            if (q == 0) {
+                k = end[k];
+                continue;
+            }
+            Py_ssize_t t0 = tok_start[k], t1 = tok_start[k + 1];
+            Py_ssize_t next = end[k];
+            int settle = 0;
+            if (next > k + SHORTCUT_MIN && bt[q]) {
+                /* settle the subtree at once when every byte below loops on q */
+                int slot = q & (LOOP_CACHE - 1);
+                if (loop_tag[slot] != q) {
+                    loop_set(tr + (Py_ssize_t)q * 256, q, loop_bits[slot]);
+                    loop_tag[slot] = q;
+                }
+                const uint64_t *loops = loop_bits[slot], *below = sub + 4 * k;
+                settle = !(below[0] & ~loops[0]) && !(below[1] & ~loops[1]) && !(below[2] & ~loops[2]) &&
+                         !(below[3] & ~loops[3]);
+                if (settle) t1 = tok_start[next];
+            }
+            if (n_out + (t1 - t0) > cap) {
+                bad = 2;
+                break;
+            }
+            for (Py_ssize_t i = t0; i < t1; i++) {
+                orow[n_out] = tok_rows[i];
+                ostate[n_out++] = q;
+            }
+            if (settle) {
+                k = next;
+            } else {
+                stack[d] = q;
+                k++;
+            }
         }
-        if (n_out + (t1 - t0) > cap) {
-            bad = 2;
-            break;
-        }
-        for (Py_ssize_t i = t0; i < t1; i++) {
-            orow[n_out] = tok_rows[i];
-            ostate[n_out++] = q;
-        }
-        stack[d] = q;
-        k++;
     }
     Py_END_ALLOW_THREADS;
     if (bad == 1) {
@@ -266,23 +269,12 @@ static PyObject *walk_dfa(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "walk_dfa: output buffers too small");
         goto done;
     }
-    pending = PyList_New(n_pend);
-    if (!pending) goto done;
-    for (Py_ssize_t i = 0; i < n_pend; i++) {
-        PyObject *item = Py_BuildValue("(iii)", pend[3 * i], pend[3 * i + 1], pend[3 * i + 2]);
-        if (!item) {
-            Py_CLEAR(pending);
-            goto done;
-        }
-        PyList_SET_ITEM(pending, i, item);
-    }
+    result = Py_BuildValue("(ny#)", n_out, pend ? (char *)pend : "", n_pend * 12);
 done:
     PyMem_RawFree(pend);
-    release(views, 4);
+    release(views, 5);
     release((Py_buffer *)&t, 6);
-    if (!pending) return NULL;
-    PyObject *res = Py_BuildValue("(nN)", n_out, pending);
-    return res;
+    return result;
 }
 
 /* walk_lexer(trie, trans, best, start_state, restart_state, out_state, out_splits,
@@ -300,6 +292,7 @@ static PyObject *walk_lexer(PyObject *self, PyObject *args) {
               o_slow = {0};
     int q0, restart, max_splits;
     Trie t;
+    (void)self;
     if (!PyArg_ParseTuple(args, "Oy*y*iiw*w*w*w*w*i", &trie_obj, &trans, &best, &q0, &restart, &o_state,
                           &o_splits, &o_n, &o_alive, &o_slow, &max_splits))
         return NULL;
@@ -400,8 +393,8 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_trie_walk",
-                                    "Stencil's compiled core: token-trie walks over byte automata.",
-                                    -1, methods};
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_trie_walk", "Stencil's compiled core: token-trie walks over byte automata.",
+    -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__trie_walk(void) { return PyModule_Create(&module); }

@@ -75,20 +75,20 @@ def trie_of(tokens: TokenBytes) -> TokenTrie:
 def dfa_allowed(trie: TokenTrie, dfa: LazyDFA, q: int) -> tuple[np.ndarray, np.ndarray]:
     """(token rows the DFA accepts from ``q``, the state each ends in), in no order.
 
-    Rows are built as the walk meets states without one; ``dfa.trans`` may grow
-    meanwhile, so each resumed walk is handed the current table."""
+    A round is one C walk; the rows it found missing are built (``dfa.trans`` may grow
+    meanwhile, so each round is handed the current table) and the next round resumes
+    below them. Rounds are as many as the deepest chain of new states, not the states."""
     out_rows = np.empty(trie.rows, dtype=np.int32)
     out_states = np.empty(trie.rows, dtype=np.int32)
+    if not dfa.built[q]:
+        dfa.build_row(q)
+    work = np.array([0, trie.nodes, q], dtype=np.int32)
     n = 0
-    work: list[tuple[int, int, int]] = [(0, trie.nodes, q)]
-    while work:
-        start, stop, base = work.pop()
-        if not dfa.built[base]:
-            dfa.build_row(base)
-        n, pending = _trie_walk.walk_dfa(
-            trie.buffers, dfa.trans, dfa.built, start, stop, base, out_rows, out_states, n
-        )
-        work.extend(pending)
+    while work.size:
+        n, pending = _trie_walk.walk_dfa(trie.buffers, dfa.trans, dfa.built, work, out_rows, out_states, n)
+        work = np.frombuffer(pending, dtype=np.int32)
+        if work.size:
+            dfa.ensure_rows(work[2::3])
     return out_rows[:n], out_states[:n]
 
 

@@ -93,10 +93,13 @@ def test_bad_buffers_are_value_errors(default_vocab) -> None:
     trans = np.zeros((2, 256), dtype=np.int32)
     built = np.ones(3, dtype=bool)  # one more state than rows
     out = np.empty(trie.rows, dtype=np.int32)
+    work = np.array([0, trie.nodes, 1], dtype=np.int32)
     with pytest.raises(ValueError, match="inconsistent"):
-        core().walk_dfa(trie.buffers, trans, built, 0, trie.nodes, 1, out, out.copy(), 0)
+        core().walk_dfa(trie.buffers, trans, built, work, out, out.copy(), 0)
+    with pytest.raises(ValueError, match="work item 0 out of range"):
+        core().walk_dfa(trie.buffers, trans, built[:2], work + [0, 1, 0], out, out.copy(), 0)
     small = np.empty(1, dtype=np.int32)
     trans[1] = 1  # every byte loops on state 1: every token is allowed
     with pytest.raises(ValueError, match="too small"):
-        core().walk_dfa(trie.buffers, trans, built[:2], 0, trie.nodes, 1, small, small.copy(), 0)
+        core().walk_dfa(trie.buffers, trans, built[:2], work, small, small.copy(), 0)
 
