@@ -16,7 +16,8 @@
  *   walk_dfa:   a lazily built DFA (rows built on demand in Python). A node whose
  *               parent state has no row yet is handed back as pending work.
  *   walk_lexer: a grammar's lexer DFA with longest-match splits (a token may end
- *               lexemes and start new ones); every token's end state and splits.
+ *               lexemes and start new ones); live tokens grouped by the lexemes
+ *               they end, with the state each leaves open.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -277,60 +278,141 @@ done:
     return result;
 }
 
-/* walk_lexer(trie, trans, best, start_state, restart_state, out_state, out_splits,
- *            out_n_splits, out_alive, out_slow, max_splits)
+/* Split sequences interned as a trie of their own: id 0 is the empty sequence, and
+ * (parent id, terminal) -> child id through an open-addressing table that grows. */
+typedef struct {
+    int64_t *slot_key; /* parent * 65536 + terminal, or -1 */
+    int32_t *slot_id;
+    Py_ssize_t slots, used;
+    int32_t *parent, *term;
+    Py_ssize_t n, cap;
+} SeqTable;
+
+static int seq_grow_slots(SeqTable *st) {
+    Py_ssize_t slots = st->slots ? st->slots * 2 : 1024;
+    int64_t *keys = PyMem_RawMalloc(sizeof(int64_t) * slots);
+    int32_t *ids = PyMem_RawMalloc(sizeof(int32_t) * slots);
+    if (!keys || !ids) {
+        PyMem_RawFree(keys);
+        PyMem_RawFree(ids);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < slots; i++) keys[i] = -1;
+    for (Py_ssize_t i = 0; i < st->slots; i++) {
+        if (st->slot_key[i] < 0) continue;
+        uint64_t h = ((uint64_t)st->slot_key[i] * 0x9E3779B97F4A7C15ull) >> 17;
+        Py_ssize_t s = (Py_ssize_t)(h & (uint64_t)(slots - 1));
+        while (keys[s] >= 0) s = (s + 1) & (slots - 1);
+        keys[s] = st->slot_key[i];
+        ids[s] = st->slot_id[i];
+    }
+    PyMem_RawFree(st->slot_key);
+    PyMem_RawFree(st->slot_id);
+    st->slot_key = keys;
+    st->slot_id = ids;
+    st->slots = slots;
+    return 0;
+}
+
+/* The id of sequence ``parent`` + ``term``; -1 when out of memory. */
+static int32_t seq_child(SeqTable *st, int32_t parent, int32_t term) {
+    if (2 * (st->used + 1) > st->slots && seq_grow_slots(st) < 0) return -1;
+    int64_t key = (int64_t)parent * 65536 + term;
+    uint64_t h = ((uint64_t)key * 0x9E3779B97F4A7C15ull) >> 17;
+    Py_ssize_t s = (Py_ssize_t)(h & (uint64_t)(st->slots - 1));
+    while (st->slot_key[s] >= 0) {
+        if (st->slot_key[s] == key) return st->slot_id[s];
+        s = (s + 1) & (st->slots - 1);
+    }
+    if (st->n == st->cap) {
+        Py_ssize_t cap = st->cap * 2;
+        int32_t *p = PyMem_RawRealloc(st->parent, sizeof(int32_t) * cap);
+        if (!p) return -1;
+        st->parent = p;
+        int32_t *t = PyMem_RawRealloc(st->term, sizeof(int32_t) * cap);
+        if (!t) return -1;
+        st->term = t;
+        st->cap = cap;
+    }
+    int32_t id = (int32_t)st->n++;
+    st->parent[id] = parent;
+    st->term[id] = term;
+    st->slot_key[s] = key;
+    st->slot_id[s] = id;
+    st->used++;
+    return id;
+}
+
+/* walk_lexer(trie, trans, best, start_state, restart_state)
+ *   -> (rows, ends, offsets, group_seq, seq_parent, seq_term), all bytes
  * From lexer state ``start_state``, every token's walk under longest match: when a byte
  * cannot extend the open lexeme, the lexeme ends (its terminal ``best[p]`` must be >= 0)
- * and the byte starts a new one from ``restart_state``. Per token row (the trie's
- * tok_rows values index these arrays, which the caller zeroes / fills with -1):
- * the state left open, the terminals ended (int16, up to max_splits), their count,
- * whether it lives, and whether it ends more than max_splits lexemes (then not alive:
- * the caller walks those few in Python). */
+ * and the byte starts a new one from ``restart_state``. The terminals a token ends form
+ * its split sequence; live tokens are grouped by it. rows (int32, TokenBytes rows) and
+ * ends (int32, the lexer state each leaves open) list them group after group, group g
+ * being [offsets[g], offsets[g + 1]) (int64) with sequence id group_seq[g] (int32).
+ * Sequence i (i > 0) is sequence seq_parent[i] followed by terminal seq_term[i]; 0 is
+ * empty. Groups come in order of first appearance. */
 static PyObject *walk_lexer(PyObject *self, PyObject *args) {
     PyObject *trie_obj;
-    Py_buffer trans = {0}, best = {0}, o_state = {0}, o_splits = {0}, o_n = {0}, o_alive = {0},
-              o_slow = {0};
-    int q0, restart, max_splits;
+    Py_buffer trans = {0}, best = {0};
+    int q0, restart;
     Trie t;
     (void)self;
-    if (!PyArg_ParseTuple(args, "Oy*y*iiw*w*w*w*w*i", &trie_obj, &trans, &best, &q0, &restart, &o_state,
-                          &o_splits, &o_n, &o_alive, &o_slow, &max_splits))
-        return NULL;
-    Py_buffer views[7] = {trans, best, o_state, o_splits, o_n, o_alive, o_slow};
+    if (!PyArg_ParseTuple(args, "Oy*y*ii", &trie_obj, &trans, &best, &q0, &restart)) return NULL;
+    Py_buffer views[2] = {trans, best};
     if (parse_trie(trie_obj, &t) < 0) {
-        release(views, 7);
+        release(views, 2);
         return NULL;
     }
     const uint8_t *byte = t.byte.buf;
     const int16_t *depth = t.depth.buf;
     const int32_t *end = t.end.buf, *tok_start = t.tok_start.buf, *tok_rows = t.tok_rows.buf;
     const int32_t *tr = trans.buf, *bs = best.buf;
-    Py_ssize_t n_states = best.len / 4, nodes = t.byte.len, n_rows = o_state.len / 4;
-    int32_t *st = o_state.buf, *ns = o_n.buf;
-    int16_t *sp = o_splits.buf;
-    uint8_t *alive = o_alive.buf, *slow = o_slow.buf;
+    Py_ssize_t n_states = best.len / 4, nodes = t.byte.len, n_rows = t.tok_rows.len / 4;
     PyObject *res = NULL;
+    int32_t *tmp_row = NULL, *tmp_state = NULL, *tmp_group = NULL, *group_of = NULL, *group_seq = NULL;
+    int32_t *orow = NULL, *ostate = NULL;
+    int64_t *ooff = NULL;
+    SeqTable st = {0};
+    Py_ssize_t n_alive = 0, n_groups = 0, group_cap = 0;
     int bad = 0;
-    if (trans.len != n_states * 256 * 4 || q0 <= 0 || q0 >= n_states || restart <= 0 ||
-        restart >= n_states || max_splits < 1 || max_splits > 64 || o_splits.len != n_rows * max_splits * 2 ||
-        o_n.len != n_rows * 4 || o_alive.len != n_rows || o_slow.len != n_rows) {
+    if (trans.len != n_states * 256 * 4 || q0 <= 0 || q0 >= n_states || restart <= 0 || restart >= n_states) {
         PyErr_SetString(PyExc_ValueError, "walk_lexer: inconsistent buffers or states");
         goto done;
     }
+    for (Py_ssize_t i = 0; i < n_states; i++) {
+        if (bs[i] >= 65536) {
+            PyErr_SetString(PyExc_ValueError, "walk_lexer: more than 65536 terminals");
+            goto done;
+        }
+    }
+    tmp_row = PyMem_RawMalloc(sizeof(int32_t) * (n_rows + 1));
+    tmp_state = PyMem_RawMalloc(sizeof(int32_t) * (n_rows + 1));
+    tmp_group = PyMem_RawMalloc(sizeof(int32_t) * (n_rows + 1));
+    orow = PyMem_RawMalloc(sizeof(int32_t) * (n_rows + 1));
+    ostate = PyMem_RawMalloc(sizeof(int32_t) * (n_rows + 1));
+    st.cap = 1024;
+    st.parent = PyMem_RawMalloc(sizeof(int32_t) * st.cap);
+    st.term = PyMem_RawMalloc(sizeof(int32_t) * st.cap);
+    if (!tmp_row || !tmp_state || !tmp_group || !orow || !ostate || !st.parent || !st.term ||
+        seq_grow_slots(&st) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    st.parent[0] = -1;
+    st.term[0] = -1;
+    st.n = 1;
     Py_BEGIN_ALLOW_THREADS;
-    int32_t stack[MAX_DEPTH + 1];
-    int32_t n_split[MAX_DEPTH + 1];
-    int16_t seq[MAX_DEPTH + 1];
+    int32_t stack[MAX_DEPTH + 1], seqs[MAX_DEPTH + 1];
     stack[0] = q0;
-    n_split[0] = 0;
+    seqs[0] = 0;
     Py_ssize_t k = 0;
-    while (k < nodes) {
+    while (k < nodes && !bad) {
         int d = depth[k];
-        int32_t p = stack[d - 1];
-        int32_t m = n_split[d - 1];
+        int32_t p = stack[d - 1], sq = seqs[d - 1];
         uint8_t b = byte[k];
         int32_t q = tr[(Py_ssize_t)p * 256 + b];
-        int full = 0;
         if (q == 0) {
             int32_t term = bs[p];
             int32_t again = tr[(Py_ssize_t)restart * 256 + b];
@@ -338,50 +420,79 @@ static PyObject *walk_lexer(PyObject *self, PyObject *args) {
                 k = end[k];
                 continue;
             }
-            if (m >= max_splits) {
-                full = 1;
-            } else {
-                seq[m++] = (int16_t)term;
-                q = again;
-            }
-        }
-        if (full) { /* ends too many lexemes: the caller walks this subtree's tokens */
-            for (Py_ssize_t i = tok_start[k]; i < tok_start[end[k]]; i++) {
-                int32_t r = tok_rows[i];
-                if (r < 0 || r >= n_rows) {
-                    bad = 1;
-                    break;
-                }
-                slow[r] = 1;
-            }
-            k = end[k];
-            continue;
-        }
-        for (Py_ssize_t i = tok_start[k]; i < tok_start[k + 1]; i++) {
-            int32_t r = tok_rows[i];
-            if (r < 0 || r >= n_rows) {
+            sq = seq_child(&st, sq, term);
+            if (sq < 0) {
                 bad = 1;
                 break;
             }
-            st[r] = q;
-            ns[r] = m;
-            alive[r] = 1;
-            memcpy(sp + (Py_ssize_t)r * max_splits, seq, sizeof(int16_t) * m);
+            q = again;
         }
-        if (bad) break;
+        Py_ssize_t t0 = tok_start[k], t1 = tok_start[k + 1];
+        if (t0 < t1) {
+            if (sq >= group_cap) { /* group_of is indexed by sequence id */
+                Py_ssize_t cap = group_cap ? group_cap : 256;
+                while (cap <= sq) cap *= 2;
+                int32_t *g2 = PyMem_RawRealloc(group_of, sizeof(int32_t) * cap);
+                if (!g2) {
+                    bad = 1;
+                    break;
+                }
+                for (Py_ssize_t i = group_cap; i < cap; i++) g2[i] = -1;
+                group_of = g2;
+                group_cap = cap;
+            }
+            if (group_of[sq] < 0) group_of[sq] = (int32_t)n_groups++;
+            int32_t g = group_of[sq];
+            for (Py_ssize_t i = t0; i < t1 && n_alive < n_rows; i++) {
+                tmp_row[n_alive] = tok_rows[i];
+                tmp_state[n_alive] = q;
+                tmp_group[n_alive++] = g;
+            }
+        }
         stack[d] = q;
-        n_split[d] = m;
+        seqs[d] = sq;
         k++;
+    }
+    if (!bad) {
+        ooff = PyMem_RawCalloc(n_groups + 1, sizeof(int64_t));
+        group_seq = PyMem_RawMalloc(sizeof(int32_t) * (n_groups + 1));
+        if (!ooff || !group_seq) bad = 1;
+    }
+    if (!bad) { /* counting sort by group, stable */
+        for (Py_ssize_t i = 0; i < group_cap; i++)
+            if (group_of[i] >= 0) group_seq[group_of[i]] = (int32_t)i;
+        for (Py_ssize_t i = 0; i < n_alive; i++) ooff[tmp_group[i] + 1]++;
+        for (Py_ssize_t g = 0; g < n_groups; g++) ooff[g + 1] += ooff[g];
+        for (Py_ssize_t i = 0; i < n_alive; i++) {
+            int64_t at = ooff[tmp_group[i]]++;
+            orow[at] = tmp_row[i];
+            ostate[at] = tmp_state[i];
+        }
+        for (Py_ssize_t g = n_groups; g > 0; g--) ooff[g] = ooff[g - 1]; /* back to starts */
+        ooff[0] = 0;
     }
     Py_END_ALLOW_THREADS;
     if (bad) {
-        PyErr_SetString(PyExc_ValueError, "walk_lexer: token row out of range");
+        PyErr_NoMemory();
         goto done;
     }
-    res = Py_None;
-    Py_INCREF(res);
+    res = Py_BuildValue("(y#y#y#y#y#y#)", (char *)orow, n_alive * 4, (char *)ostate, n_alive * 4, (char *)ooff,
+                        (n_groups + 1) * 8, (char *)group_seq, n_groups * 4, (char *)st.parent, st.n * 4,
+                        (char *)st.term, st.n * 4);
 done:
-    release(views, 7);
+    PyMem_RawFree(tmp_row);
+    PyMem_RawFree(tmp_state);
+    PyMem_RawFree(tmp_group);
+    PyMem_RawFree(orow);
+    PyMem_RawFree(ostate);
+    PyMem_RawFree(ooff);
+    PyMem_RawFree(group_of);
+    PyMem_RawFree(group_seq);
+    PyMem_RawFree(st.parent);
+    PyMem_RawFree(st.term);
+    PyMem_RawFree(st.slot_key);
+    PyMem_RawFree(st.slot_id);
+    release(views, 2);
     release((Py_buffer *)&t, 6);
     return res;
 }

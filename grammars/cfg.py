@@ -12,18 +12,16 @@ same key, so the mask of a context seen before is a dictionary lookup.
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from grammars.lexer_dfa import DEAD, START, LexerDFA
 from grammars.syntax import Syntax
-from grammars.token_tables import TokenBytes, TokenTable, TrieNode, build_table, load_table, save_table
+from grammars.token_tables import TokenBytes, TokenTable, TrieNode, build_table
 from plugin.errors import ConstraintViolation, prefix_error
 from plugin.matcher import Matcher
 from plugin.vocabulary import Vocabulary
@@ -52,7 +50,6 @@ class CompiledGrammar:
     vocab: Vocabulary
     tokens: TokenBytes
     final_check: Callable[[bytes], bool] | None = None
-    table_dir: Path | None = None  # where per-lexer-state token tables are kept on disk
     _tables: dict[int, TokenTable] = field(default_factory=dict)
     _masks: OrderedDict = field(default_factory=OrderedDict)
 
@@ -91,20 +88,7 @@ class CompiledGrammar:
     def table(self, q: int) -> TokenTable:
         table = self._tables.get(q)
         if table is None:
-            table = self._tables[q] = self._load_or_build_table(q)
-        return table
-
-    def _load_or_build_table(self, q: int) -> TokenTable:
-        path = None if self.table_dir is None else self.table_dir / f"q{q}.npz"
-        if path is not None and path.is_file():
-            try:
-                return load_table(path)
-            except (OSError, ValueError, KeyError, EOFError):
-                path.unlink(missing_ok=True)  # a damaged cache file is rebuilt
-        table = build_table(self.lexer, self.tokens, q)
-        if path is not None:
-            with contextlib.suppress(OSError):  # a read-only or full cache only costs speed
-                save_table(table, path)
+            table = self._tables[q] = build_table(self.lexer, self.tokens, q)
         return table
 
     def allowed(self, q: int, syn: Hashable) -> torch.Tensor:

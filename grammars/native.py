@@ -92,24 +92,45 @@ def dfa_allowed(trie: TokenTrie, dfa: LazyDFA, q: int) -> tuple[np.ndarray, np.n
     return out_rows[:n], out_states[:n]
 
 
-def lexer_walk(
-    trie: TokenTrie, lexer: LexerDFA, q: int, start: int, max_splits: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per token row from lexer state ``q``: (end state, split terminals int16 [rows,
-    max_splits] padded with -1, split count, alive, slow), as
-    :func:`grammars.token_tables.build_table` needs them."""
-    n = trie.rows
-    state = np.zeros(n, dtype=np.int32)
-    splits = np.full((n, max_splits), -1, dtype=np.int16)
-    n_splits = np.zeros(n, dtype=np.int32)
-    alive = np.zeros(n, dtype=bool)
-    slow = np.zeros(n, dtype=bool)
+@dataclass(frozen=True)
+class LexerWalk:
+    """Live tokens from one lexer state, grouped by the lexemes they end (see
+    :func:`lexer_walk`): group ``g`` is ``rows/ends[offsets[g]:offsets[g + 1]]``."""
+
+    rows: np.ndarray  # int32: TokenBytes rows, group after group
+    ends: np.ndarray  # int32: the lexer state each leaves open
+    offsets: list[int]  # [groups + 1]
+    splits: list[tuple[int, ...]]  # per group: the terminals its tokens end, in order
+
+
+def lexer_walk(trie: TokenTrie, lexer: LexerDFA, q: int, start: int) -> LexerWalk:
+    """Every token's longest-match walk from lexer state ``q`` (``start``: where a byte
+    the open lexeme cannot take begins the next one), grouped in C by split sequence."""
     trans = np.ascontiguousarray(lexer.trans, dtype=np.int32)
     best = np.ascontiguousarray(lexer.best, dtype=np.int32)
-    _trie_walk.walk_lexer(
-        trie.buffers, trans, best, q, start, state, splits, n_splits, alive, slow, max_splits
+    rows, ends, offsets, group_seq, parent, term = _trie_walk.walk_lexer(trie.buffers, trans, best, q, start)
+    parents = np.frombuffer(parent, dtype=np.int32).tolist()
+    terms = np.frombuffer(term, dtype=np.int32).tolist()
+    seqs: dict[int, tuple[int, ...]] = {0: ()}
+
+    def spell(i: int) -> tuple[int, ...]:
+        found = seqs.get(i)
+        if found is None:
+            chain = []
+            while i not in seqs:
+                chain.append(i)
+                i = parents[i]
+            found = seqs[i]
+            for j in reversed(chain):
+                found = seqs[j] = (*found, terms[j])
+        return found
+
+    return LexerWalk(
+        np.frombuffer(rows, dtype=np.int32),
+        np.frombuffer(ends, dtype=np.int32),
+        np.frombuffer(offsets, dtype=np.int64).tolist(),
+        [spell(i) for i in np.frombuffer(group_seq, dtype=np.int32).tolist()],
     )
-    return state, splits, n_splits, alive, slow
 
 
 def core() -> Any:

@@ -16,12 +16,11 @@ from grammars import compile as compile_grammar
 from grammars.json_schema import compile_json_schema
 from grammars.lexer_dfa import DEAD, START
 from grammars.native import TokenTrie, core, dfa_allowed, lexer_walk, trie_of
-from grammars.token_tables import MAX_SPLITS, TokenBytes
+from grammars.token_tables import TokenBytes
 
 
 def python_lexer_walk(lexer, data: bytes, q: int):
-    """(end state, splits) of ``data`` from ``q`` by longest match; None when it dies;
-    "slow" when it ends more than MAX_SPLITS lexemes."""
+    """(end state, splits) of ``data`` from ``q`` by longest match; None when it dies."""
     rows, best = lexer.rows, lexer.best_list
     seq: list[int] = []
     for b in data:
@@ -29,8 +28,6 @@ def python_lexer_walk(lexer, data: bytes, q: int):
         if nxt == DEAD:
             if best[q] < 0 or rows[START][b] == DEAD:
                 return None
-            if len(seq) >= MAX_SPLITS:
-                return "slow"
             seq.append(best[q])
             nxt = rows[START][b]
         q = nxt
@@ -40,7 +37,7 @@ def python_lexer_walk(lexer, data: bytes, q: int):
 def test_trie_lists_every_token_once() -> None:
     raw = [b"ab", b"a", b"abc", b"b", b"ab", b"\xff\x00", b"abd"]
     trie = TokenTrie.build(raw)
-    byte, depth, end, tok_start, rows, _ = trie.buffers
+    _, _, end, _, rows, _ = trie.buffers
     assert sorted(rows.tolist()) == list(range(len(raw)))
     assert trie.nodes == 7  # a, ab, abc, abd, b, \xff, \xff\x00
     ends = np.frombuffer(end, dtype=np.int32)
@@ -55,17 +52,15 @@ def test_lexer_walk_equals_python_walk(default_tokenizer, default_vocab, grammar
     rng = np.random.default_rng(0)
     states = [START, *rng.choice(np.arange(2, lexer.n_states), size=min(6, lexer.n_states - 2)).tolist()]
     for q in states:
-        state, splits, n_splits, alive, slow = lexer_walk(trie, lexer, q, START, MAX_SPLITS)
+        walk = lexer_walk(trie, lexer, q, START)
+        got = {}
+        for seq, a, b in zip(walk.splits, walk.offsets, walk.offsets[1:], strict=False):
+            for row, end in zip(walk.rows[a:b].tolist(), walk.ends[a:b].tolist(), strict=True):
+                assert row not in got, (q, tokens.raw[row])  # each token in one group
+                got[row] = (end, list(seq))
+        assert len(set(walk.splits)) == len(walk.splits)  # one group per split sequence
         for row, data in enumerate(tokens.raw):
-            want = python_lexer_walk(lexer, data, q)
-            if want is None:
-                assert not alive[row] and not slow[row], (q, data)
-            elif want == "slow":
-                assert slow[row] and not alive[row], (q, data)
-            else:
-                assert alive[row] and not slow[row], (q, data)
-                assert state[row] == want[0], (q, data)
-                assert splits[row, : n_splits[row]].tolist() == want[1], (q, data)
+            assert got.get(row) == python_lexer_walk(lexer, data, q), (q, data)
 
 
 def test_dfa_walk_resumes_below_unbuilt_rows(default_vocab) -> None:
@@ -97,9 +92,9 @@ def test_bad_buffers_are_value_errors(default_vocab) -> None:
     with pytest.raises(ValueError, match="inconsistent"):
         core().walk_dfa(trie.buffers, trans, built, work, out, out.copy(), 0)
     with pytest.raises(ValueError, match="work item 0 out of range"):
-        core().walk_dfa(trie.buffers, trans, built[:2], work + [0, 1, 0], out, out.copy(), 0)
+        beyond = np.array([0, trie.nodes + 1, 1], dtype=np.int32)
+        core().walk_dfa(trie.buffers, trans, built[:2], beyond, out, out.copy(), 0)
     small = np.empty(1, dtype=np.int32)
     trans[1] = 1  # every byte loops on state 1: every token is allowed
     with pytest.raises(ValueError, match="too small"):
         core().walk_dfa(trie.buffers, trans, built[:2], work, small, small.copy(), 0)
-
