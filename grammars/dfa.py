@@ -227,6 +227,11 @@ class CompiledDFA(AllowedRows):
         _, dist = self.next_distances(state)
         return int(dist.max()) + 1 if dist.numel() else 0
 
+    def too_far_state(self, state: int, remaining: int) -> bool:
+        """Whether acceptance from ``state`` (reached by a token) needs more than
+        ``remaining - 1`` tokens: :meth:`too_far`'s test for one token."""
+        return self.distances().get(state, 1 << 30) > remaining - 1
+
     def too_far(self, state: int, remaining: int) -> torch.Tensor:
         """The allowed tokens after which acceptance needs more than ``remaining - 1``
         tokens, by the single-byte bounds :meth:`distances` computed for the whole index."""
@@ -325,6 +330,13 @@ class DFAMatcher(Matcher):
             return False  # the budget cannot be met at all: leave the choice to the model
         mask[too_far.to(mask.device)] = False
         return True
+
+    def budget_refuses(self, token_id: int, remaining: int) -> bool:
+        state = self._node[0]
+        if state == _FINISHED or token_id in self.vocab.eos_ids:
+            return False
+        nxt = self._dfa.next_state(state, token_id)
+        return nxt is not None and self._dfa.too_far_state(nxt, remaining)
 
     def forced_tokens(self) -> list[int]:
         out: list[int] = []

@@ -24,6 +24,7 @@ from grammars.byte_nfa import UnsupportedPattern
 from grammars.cfg import CompiledGrammar
 from grammars.lalr import ParseTables, tables_from_lark
 from grammars.lexer_dfa import LexerDFA, TerminalSpec, build_lexer_dfa
+from grammars.native import trie_of
 from grammars.python_indent import NEWLINE, PythonSyntax, newline_terminals, parses_as_python
 from grammars.syntax import IGNORED, UNUSED, Syntax
 from grammars.token_tables import TokenBytes
@@ -106,6 +107,9 @@ def compile_grammar(grammar: str | Path, tokenizer: Any, *, start: str | None = 
     else:
         syntax = Syntax(tables.parse, tables.lexer, tables.parser_term)
     tokens = TokenBytes.of(vocab)
+    # vocabulary-level set-up (once per process) belongs to compiling, not to the first mask
+    trie_of(tokens)
+    vocab.text_tokens()  # what forced bytes are spelled with
     compiled = CompiledGrammar(
         name,
         tables.lexer,

@@ -471,6 +471,13 @@ class CompiledLazyDFA(AllowedRows):
         ids, _, _, _, top = self._next_entry(state)
         return top + 1 if ids.numel() else 0
 
+    def too_far_state(self, state: int, remaining: int) -> bool:
+        """Whether acceptance from ``state`` (reached by a token) needs more than
+        ``remaining - 1`` tokens: :meth:`too_far`'s test for one token, which searches
+        from that one state only (the cheap path of a decode: most steps are far from
+        the end of their budget and the token chosen passes)."""
+        return not self.within(state, remaining - 1)
+
     def too_far(self, state: int, remaining: int) -> torch.Tensor:
         """The allowed tokens after which acceptance needs more than ``remaining - 1``
         tokens. O(1) while every end state's known bound fits (most steps); otherwise

@@ -268,6 +268,9 @@ class MonitoredMatcher(Matcher):
     def restrict_to_budget(self, mask: torch.Tensor, remaining: int) -> bool:
         return self._inner is not None and self._inner.restrict_to_budget(mask, remaining)
 
+    def budget_refuses(self, token_id: int, remaining: int) -> bool:
+        return self._inner is not None and self._inner.budget_refuses(token_id, remaining)
+
     def budget_window(self) -> int:
         return self._inner.budget_window() if self._inner is not None else 0
 

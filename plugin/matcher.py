@@ -73,6 +73,13 @@ class Matcher(ABC):
         """
         return False
 
+    def budget_refuses(self, token_id: int, remaining: int) -> bool:
+        """Whether acceptance after the allowed ``token_id`` needs more than
+        ``remaining - 1`` further tokens by the bounds ``restrict_to_budget`` uses: one
+        token's check, so a sampler can choose first and restrict only when the choice
+        would be cleared (the decode loop does). Default: False (no bounds)."""
+        return False
+
     def budget_window(self) -> int:
         """Remaining-token counts at or below which ``restrict_to_budget`` may act in the
         current state (0: never). Samplers that skip the full mask (AWRS, SMC) take the

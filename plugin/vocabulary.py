@@ -19,6 +19,7 @@ constraint never allows them, and end-of-sequence is handled by the Matcher itse
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import re
@@ -99,11 +100,25 @@ class Vocabulary:
         return tuple(found.values())
 
     def text_tokens(self) -> dict[bytes, list[int]]:
-        """Non-empty byte strings → the ids that spell them (specials excluded)."""
+        """Non-empty byte strings → the ids that spell them (specials excluded).
+
+        Built once per vocabulary and shared by every constraint: callers must not
+        change it (tens of thousands of small lists; rebuilding them per constraint
+        cost a garbage collection in a process holding a model)."""
+        return self._text_tokens
+
+    @cached_property
+    def _text_tokens(self) -> dict[bytes, list[int]]:
         groups: dict[bytes, list[int]] = {}
-        for i, b in enumerate(self.token_bytes):
-            if b and i not in self.special_ids:
-                groups.setdefault(b, []).append(i)
+        gc_was_on = gc.isenabled()
+        gc.disable()  # the lists hold no cycles; a collection here scans a model's heap
+        try:
+            for i, b in enumerate(self.token_bytes):
+                if b and i not in self.special_ids:
+                    groups.setdefault(b, []).append(i)
+        finally:
+            if gc_was_on:
+                gc.enable()
         return groups
 
     @classmethod

@@ -151,3 +151,79 @@ def test_exact_checks_decide_where_a_bound_is_loose(default_vocab, monkeypatch, 
         reference = full_search(compiled, state)
         if reference < _FAR:
             assert compiled.within(state, reference)
+
+
+def _budget_masked(
+    model, constraint, prompt_ids: list[int], eos: int, budget: int, temperature: float
+) -> dict:
+    """Masked decoding's distribution over outputs when every step's mask is restricted
+    to the budget first (what the decode loop did before choosing lazily), enumerated."""
+    from tests.exact_distributions import _probs
+
+    out: dict[tuple[int, ...], float] = {}
+
+    def walk(matcher, seq: list[int], p: float) -> None:
+        if matcher.is_finished() or len(seq) == budget:
+            out[tuple(seq)] = out.get(tuple(seq), 0.0) + p
+            return
+        probs = torch.softmax(torch.log(_probs(model, prompt_ids + seq)) / temperature, dim=-1)
+        mask = torch.zeros(probs.numel(), dtype=torch.bool)
+        matcher.fill_mask(mask)
+        matcher.restrict_to_budget(mask, budget - len(seq))
+        total = float(probs[mask].sum())
+        for t in torch.nonzero(mask).flatten().tolist():
+            if t == eos:
+                out[tuple(seq)] = out.get(tuple(seq), 0.0) + p * float(probs[t]) / total
+                continue
+            kid = matcher.fork()
+            kid.advance(t)
+            walk(kid, [*seq, t], p * float(probs[t]) / total)
+
+    walk(constraint.matcher(), [], 1.0)
+    return out
+
+
+@pytest.mark.parametrize("sampler", ["mask", "awrs"])
+def test_choosing_before_restricting_keeps_the_budget_restricted_distribution(
+    sharp_tiny_model, default_tokenizer, sampler: str
+) -> None:
+    """The decode loop draws from the full mask and restricts to the budget only when the
+    draw is a token the restriction clears (then it draws again from the restricted
+    mask). Its outputs must follow the eagerly restricted distribution, enumerated."""
+    from collections import Counter
+
+    from scipy.stats import chisquare
+
+    from plugin import constrained_generate
+    from plugin.api import build_constraint
+
+    constraint = build_constraint(default_tokenizer, regex="x[ab]{0,5}!")  # "!" must come in time
+    prompt_ids = default_tokenizer.encode("ab ba c", add_special_tokens=False)
+    budget = 3
+    target = _budget_masked(
+        sharp_tiny_model, constraint, prompt_ids, default_tokenizer.eos_token_id, budget, temperature=4.0
+    )
+    runs, counts, redrawn = 1200, Counter(), 0
+    for seed in range(runs):
+        gen = constrained_generate(
+            sharp_tiny_model,
+            default_tokenizer,
+            prompt_ids,
+            constraint=constraint,
+            sampler=sampler,
+            temperature=4.0,  # spread the sharp model's mass over many outputs
+            seed=seed,
+            max_new_tokens=budget,
+            jump_forward=False,
+        )
+        assert gen.valid, gen.text
+        counts[tuple(gen.token_ids)] += 1
+        redrawn += gen.stats["budget_restricted_steps"]
+    assert redrawn > runs / 4  # the restriction was needed often
+    keys = [k for k, p in target.items() if p * runs >= 5]
+    observed = [counts.get(k, 0) for k in keys] + [runs - sum(counts.get(k, 0) for k in keys)]
+    expected = [target[k] * runs for k in keys] + [runs * (1 - sum(target[k] for k in keys))]
+    if expected[-1] < 1e-6:
+        observed, expected = observed[:-1], expected[:-1]
+    scale = sum(observed) / sum(expected)
+    assert chisquare(observed, [e * scale for e in expected]).pvalue > 1e-3

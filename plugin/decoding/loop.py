@@ -167,7 +167,7 @@ class _Chooser:
                 self.step_us.append((time.perf_counter() - t0) * 1e6)
                 self.forced += len(forced)
                 return forced
-            if self.awrs and not (self.finish_within_budget and remaining <= matcher.budget_window()):
+            if self.awrs:
                 scores = apply_repetition_penalty(logits, previous, params.repetition_penalty)
                 step = awrs_step(
                     scores if params.greedy else filter_logits(scores, params),
@@ -185,14 +185,14 @@ class _Chooser:
                 mask.zero_()
                 matcher.fill_mask(mask)
                 self.checks += self.vocab.size
-                if self.finish_within_budget and matcher.restrict_to_budget(mask, remaining):
-                    self.budget_steps += 1
+                if self.asap is not None and self.finish_within_budget:
+                    self.budget_steps += matcher.restrict_to_budget(mask, remaining)
                 if not bool(mask.any()):
                     self.step_us.append((time.perf_counter() - t0) * 1e6)
                     return FINISH_DEAD_END
         t_constraint = time.perf_counter() - t0
+        logits = apply_repetition_penalty(logits, previous, params.repetition_penalty)
         if token is None:  # not already chosen by AWRS
-            logits = apply_repetition_penalty(logits, previous, params.repetition_penalty)
             if self.asap is not None:
                 token, self.node = self.asap.sample(self.node, logits, self.mask, params, self.generator)
                 self.path.append(self.node)
@@ -202,8 +202,34 @@ class _Chooser:
                 )
         t1 = time.perf_counter()
         if matcher is not None:
+            if self.asap is None and self.finish_within_budget and matcher.budget_refuses(token, remaining):
+                token = self._within_budget(token, logits, remaining)
             matcher.advance(token)
         self.step_us.append((t_constraint + time.perf_counter() - t1) * 1e6)
+        return [token]
+
+    def _within_budget(self, token: int, logits: torch.Tensor, remaining: int) -> int:
+        """The choice again from the mask restricted to the budget, when ``token`` (drawn
+        from the unrestricted one) is a token the restriction clears.
+
+        Why choose first: the restriction needs the completion bound of every state the
+        allowed tokens lead to, the choice only the chosen one's, and most steps are far
+        from the end of their budget. Exact: a draw from the full mask kept when it lies
+        in the restricted set R, else replaced by a draw from R, is a draw from R
+        (P(t) = p(t) + p(not R) p(t) / p(R) = p(t) / p(R)); greedy keeps the argmax of R.
+        A token the bounds flag but the restriction keeps (the budget cannot be met at
+        all) is kept: the choice was already from what the restriction leaves."""
+        matcher = self.matcher
+        assert matcher is not None
+        mask = self.mask
+        if self.awrs:  # AWRS built no mask
+            mask.zero_()
+            matcher.fill_mask(mask)
+        if not matcher.restrict_to_budget(mask, remaining) or bool(mask[token]):
+            return token
+        self.budget_steps += 1
+        return choose_token(logits, mask, self.params, self.generator)
+
         return [token]
 
 
