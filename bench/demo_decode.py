@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from plugin.api import build_constraint, constrained_generate
 from plugin.demo import DEMO_TABLES, USER_SCHEMA, select_regex
+from plugin.gc_pause import freeze_loaded_heap
 from plugin.models import load_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -86,6 +87,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model(None)
+    freeze_loaded_heap()  # as `stencil demo` does
     constrained_generate(model, tokenizer, "Hi.", chat=True, max_new_tokens=4)  # warm the model
     results = {
         name: run_case(model, tokenizer, prompt, kind, args.max_new_tokens)

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from plugin.api import build_constraint, encode_prompt
 from plugin.decoding import decode, percentile
 from plugin.demo import DEMO_TABLES, USER_SCHEMA, function_regex, select_regex
+from plugin.gc_pause import freeze_loaded_heap
 from plugin.models import load_model
 from plugin.samplers.sampling import SamplingParams
 from plugin.vocabulary import Vocabulary
@@ -106,6 +107,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model, tok = load_model(device=args.device)
+    freeze_loaded_heap()  # as `stencil demo` does
     vocab = Vocabulary.from_tokenizer(tok)
     device = str(model.device)
     params = SamplingParams()

@@ -107,9 +107,10 @@ def compile_grammar(grammar: str | Path, tokenizer: Any, *, start: str | None = 
     else:
         syntax = Syntax(tables.parse, tables.lexer, tables.parser_term)
     tokens = TokenBytes.of(vocab)
-    # vocabulary-level set-up (once per process) belongs to compiling, not to the first mask
-    trie_of(tokens)
-    vocab.text_tokens()  # what forced bytes are spelled with
+    # set-up that the first mask or step would otherwise pay belongs to compiling:
+    trie_of(tokens)  # the vocabulary's token trie (once per process)
+    vocab.text_tokens()  # what forced bytes are spelled with (once per process)
+    _ = tables.lexer.rows, tables.lexer.best_list  # the lexer as lists, for walks from Python
     compiled = CompiledGrammar(
         name,
         tables.lexer,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from grammars.byte_nfa import ByteNFA, add_pattern
+from plugin.gc_pause import gc_paused
 
 DEAD = 0
 START = 1
@@ -59,7 +60,8 @@ class LexerDFA:
         """``trans`` as nested lists: indexing them from Python is much faster than numpy."""
         rows = self.__dict__.get("_rows")
         if rows is None:
-            rows = self.__dict__["_rows"] = self.trans.tolist()
+            with gc_paused():
+                rows = self.__dict__["_rows"] = self.trans.tolist()
         return rows
 
     @property

@@ -83,6 +83,7 @@ class Engine:
 
     def model(self, progress: Callable[[str], None] | None = None) -> tuple[Any, Any]:
         """``(model, tokenizer)``, loading them on first use (``progress`` hears about it)."""
+        from plugin.gc_pause import freeze_loaded_heap
         from plugin.models import load_model
 
         with self._lock:
@@ -91,6 +92,7 @@ class Engine:
                 if progress is not None:
                     progress(f"loading model {self.settings.model or 'SmolLM2-135M (bundled)'}")
                 self._model = load_model(self.settings.model, device=self.settings.device)
+                freeze_loaded_heap()  # a long-lived server: see plugin.gc_pause
                 self._loaded_for = wanted
             return self._model
 

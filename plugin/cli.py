@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _generate(args: argparse.Namespace) -> int:
     from plugin.api import JSON_GENERATION_WHITESPACE, build_constraint, constrained_generate
+    from plugin.gc_pause import freeze_loaded_heap
     from plugin.models import load_model, load_tokenizer
 
     prompt = args.prompt if args.prompt is not None else _read(args.prompt_file, "prompt")
@@ -138,6 +139,7 @@ def _generate(args: argparse.Namespace) -> int:
             database=args.database,
         )
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    freeze_loaded_heap()
     gen = constrained_generate(
         model,
         tokenizer,

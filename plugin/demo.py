@@ -142,10 +142,12 @@ def run_demo(
     max_new_tokens: int = 96,
 ) -> int:
     """Run the demos; exit code 0 when every output is valid."""
+    from plugin.gc_pause import freeze_loaded_heap
     from plugin.models import load_model
 
     t0 = time.perf_counter()
     model, tok = load_model(model_name, device=device, dtype=dtype)
+    freeze_loaded_heap()
     name = model_name or "SmolLM2-135M-Instruct (default)"
     print(f"loaded {name} on {model.device} in {time.perf_counter() - t0:.1f} s")
     base = constrained_generate(model, tok, "Write a haiku about parsers.", chat=True, max_new_tokens=32)

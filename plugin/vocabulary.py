@@ -19,7 +19,6 @@ constraint never allows them, and end-of-sequence is handled by the Matcher itse
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import json
 import re
@@ -29,6 +28,7 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 from plugin.errors import VocabularyError
+from plugin.gc_pause import gc_paused
 
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -110,15 +110,10 @@ class Vocabulary:
     @cached_property
     def _text_tokens(self) -> dict[bytes, list[int]]:
         groups: dict[bytes, list[int]] = {}
-        gc_was_on = gc.isenabled()
-        gc.disable()  # the lists hold no cycles; a collection here scans a model's heap
-        try:
+        with gc_paused():
             for i, b in enumerate(self.token_bytes):
                 if b and i not in self.special_ids:
                     groups.setdefault(b, []).append(i)
-        finally:
-            if gc_was_on:
-                gc.enable()
         return groups
 
     @classmethod
