@@ -1,8 +1,8 @@
 """The lazy route's token masks equal a token-by-token walk of the automaton.
 
-``TokenMasks.allowed`` settles most tokens without walking them (bytes that loop on a
-state, whole characters in free text); this checks, over the real vocabulary, that the
-shortcut and the column walk give exactly the tokens and end states a plain walk gives.
+``TokenMasks.allowed`` has the compiled core walk the token trie, settling subtrees
+whose bytes loop on a state without walking them; this checks, over the real
+vocabulary, that it gives exactly the tokens and end states a plain walk gives.
 """
 
 from __future__ import annotations
