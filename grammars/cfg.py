@@ -12,16 +12,18 @@ same key, so the mask of a context seen before is a dictionary lookup.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from grammars.lexer_dfa import DEAD, START, LexerDFA
 from grammars.syntax import Syntax
-from grammars.token_tables import TokenBytes, TokenTable, TrieNode, build_table
+from grammars.token_tables import TokenBytes, TokenTable, build_table, load_table, save_table
 from plugin.errors import ConstraintViolation, prefix_error
 from plugin.matcher import Matcher
 from plugin.vocabulary import Vocabulary
@@ -50,6 +52,7 @@ class CompiledGrammar:
     vocab: Vocabulary
     tokens: TokenBytes
     final_check: Callable[[bytes], bool] | None = None
+    table_dir: Path | None = None  # where per-lexer-state token tables are kept on disk
     _tables: dict[int, TokenTable] = field(default_factory=dict)
     _masks: OrderedDict = field(default_factory=OrderedDict)
 
@@ -88,7 +91,20 @@ class CompiledGrammar:
     def table(self, q: int) -> TokenTable:
         table = self._tables.get(q)
         if table is None:
-            table = self._tables[q] = build_table(self.lexer, self.tokens, q)
+            table = self._tables[q] = self._load_or_build_table(q)
+        return table
+
+    def _load_or_build_table(self, q: int) -> TokenTable:
+        path = None if self.table_dir is None else self.table_dir / f"q{q}.bin"
+        if path is not None and path.is_file():
+            try:
+                return load_table(path)
+            except (OSError, ValueError):
+                path.unlink(missing_ok=True)  # a damaged cache file is rebuilt
+        table = build_table(self.lexer, self.tokens, q)
+        if path is not None:
+            with contextlib.suppress(OSError):  # a read-only or full cache only costs speed
+                save_table(table, path)
         return table
 
     def allowed(self, q: int, syn: Hashable) -> torch.Tensor:
@@ -117,28 +133,35 @@ class CompiledGrammar:
     def _signature(self, table: TokenTable, syn: Hashable) -> tuple[tuple[int, int], ...]:
         """Walk the split trie from ``syn``: (group, ok key) for every group the parser takes."""
         syntax = self.syntax
+        kids, groups_at = table.trie
         out: list[tuple[int, int]] = []
-        todo: list[tuple[TrieNode, Hashable]] = [(table.root, syn)]
+        todo: list[tuple[int, Hashable]] = [(0, syn)]
         while todo:
-            node, s = todo.pop()
-            if node.groups:
+            seq, s = todo.pop()
+            groups = groups_at.get(seq)
+            if groups:
                 ok = syntax.ok_key(s)
-                out.extend((gi, ok) for gi in node.groups)
-            for term, kid in node.kids.items():
-                nxt = syntax.feed(s, term)
-                if nxt is not None:
-                    todo.append((kid, nxt))
+                out.extend((gi, ok) for gi in groups)
+            below = kids[seq]
+            if below:
+                for term, kid in below.items():
+                    nxt = syntax.feed(s, term)
+                    if nxt is not None:
+                        todo.append((kid, nxt))
         out.sort()
         return tuple(out)
 
     def _build_mask(self, table: TokenTable, signature: tuple[tuple[int, int], ...]) -> torch.Tensor:
         out = np.zeros(self.vocab.size, dtype=bool)
+        parts = []
         for pair in signature:
             ids = table.selected.get(pair)
             if ids is None:
                 gi, ok = pair
-                ids = table.selected[pair] = table.groups[gi].select(self.syntax.ok_states_of(ok))
-            out[ids] = True
+                ids = table.selected[pair] = table.select(gi, self.syntax.ok_states_of(ok))
+            parts.append(ids)
+        if parts:  # one scatter: a start state's signature has a hundred groups
+            out[np.concatenate(parts)] = True
         return torch.from_numpy(out)
 
     def _remember(self, key: Hashable, mask: torch.Tensor) -> None:

@@ -99,7 +99,7 @@ def compile_grammar(grammar: str | Path, tokenizer: Any, *, start: str | None = 
     hit = _MEMORY.get(key)
     if hit is not None:
         return hit
-    tables = _load_or_build(name, text, start, python)
+    tables, digest = _load_or_build(name, text, start, python)
     if python:
         syntax: Syntax = PythonSyntax(
             tables.parse, tables.lexer, tables.parser_term, tables.columns, tables.whitespace
@@ -118,18 +118,19 @@ def compile_grammar(grammar: str | Path, tokenizer: Any, *, start: str | None = 
         vocab,
         tokens,
         final_check=parses_as_python if python else None,
+        table_dir=cache_dir() / "grammars" / f"{digest}-tables3-{vocab.fingerprint[:16]}",
     )
     _MEMORY[key] = compiled
     return compiled
 
 
-def _load_or_build(name: str, text: str, start: str, python: bool) -> _Tables:
+def _load_or_build(name: str, text: str, start: str, python: bool) -> tuple[_Tables, str]:
     digest = hashlib.sha256(f"{_FORMAT}\0{start}\0{python}\0{text}".encode()).hexdigest()[:32]
     path = cache_dir() / "grammars" / f"{digest}.pkl"
     if path.is_file():
         try:
             with path.open("rb") as fh:
-                return pickle.load(fh)
+                return pickle.load(fh), digest
         except Exception:
             path.unlink(missing_ok=True)
     tables = build_tables(name, text, start, python)
@@ -138,7 +139,7 @@ def _load_or_build(name: str, text: str, start: str, python: bool) -> _Tables:
     with tmp.open("wb") as fh:
         pickle.dump(tables, fh, protocol=pickle.HIGHEST_PROTOCOL)
     tmp.replace(path)
-    return tables
+    return tables, digest
 
 
 def _line_of(text: str, name: str) -> int | None:

@@ -95,12 +95,25 @@ def dfa_allowed(trie: TokenTrie, dfa: LazyDFA, q: int) -> tuple[np.ndarray, np.n
 @dataclass(frozen=True)
 class LexerWalk:
     """Live tokens from one lexer state, grouped by the lexemes they end (see
-    :func:`lexer_walk`): group ``g`` is ``rows/ends[offsets[g]:offsets[g + 1]]``."""
+    :func:`lexer_walk`): group ``g`` is ``rows/ends[offsets[g]:offsets[g + 1]]``, its
+    split sequence ``group_seq[g]``; sequence ``i > 0`` is ``seq_parent[i]`` followed by
+    terminal ``seq_term[i]``."""
 
     rows: np.ndarray  # int32: TokenBytes rows, group after group
     ends: np.ndarray  # int32: the lexer state each leaves open
-    offsets: list[int]  # [groups + 1]
-    splits: list[tuple[int, ...]]  # per group: the terminals its tokens end, in order
+    offsets: np.ndarray  # int64 [groups + 1]
+    group_seq: np.ndarray  # int32 [groups]
+    seq_parent: np.ndarray  # int32 [sequences]
+    seq_term: np.ndarray  # int32 [sequences]
+
+    def splits(self, group: int) -> tuple[int, ...]:
+        """The terminals ``group``'s tokens end, in order."""
+        out = []
+        seq = int(self.group_seq[group])
+        while seq:
+            out.append(int(self.seq_term[seq]))
+            seq = int(self.seq_parent[seq])
+        return tuple(reversed(out))
 
 
 def lexer_walk(trie: TokenTrie, lexer: LexerDFA, q: int, start: int) -> LexerWalk:
@@ -109,27 +122,13 @@ def lexer_walk(trie: TokenTrie, lexer: LexerDFA, q: int, start: int) -> LexerWal
     trans = np.ascontiguousarray(lexer.trans, dtype=np.int32)
     best = np.ascontiguousarray(lexer.best, dtype=np.int32)
     rows, ends, offsets, group_seq, parent, term = _trie_walk.walk_lexer(trie.buffers, trans, best, q, start)
-    parents = np.frombuffer(parent, dtype=np.int32).tolist()
-    terms = np.frombuffer(term, dtype=np.int32).tolist()
-    seqs: dict[int, tuple[int, ...]] = {0: ()}
-
-    def spell(i: int) -> tuple[int, ...]:
-        found = seqs.get(i)
-        if found is None:
-            chain = []
-            while i not in seqs:
-                chain.append(i)
-                i = parents[i]
-            found = seqs[i]
-            for j in reversed(chain):
-                found = seqs[j] = (*found, terms[j])
-        return found
-
     return LexerWalk(
         np.frombuffer(rows, dtype=np.int32),
         np.frombuffer(ends, dtype=np.int32),
-        np.frombuffer(offsets, dtype=np.int64).tolist(),
-        [spell(i) for i in np.frombuffer(group_seq, dtype=np.int32).tolist()],
+        np.frombuffer(offsets, dtype=np.int64),
+        np.frombuffer(group_seq, dtype=np.int32),
+        np.frombuffer(parent, dtype=np.int32),
+        np.frombuffer(term, dtype=np.int32),
     )
 
 

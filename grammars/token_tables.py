@@ -9,14 +9,17 @@ refused terminal prunes its whole subtree), and a group's tokens are kept by one
 vectorised lookup of ``ok_states[q_end]``. Nothing loops over the vocabulary in Python
 per step. Tables are built lazily, once per lexer state, by a walk of the vocabulary's
 token trie in the compiled core (:func:`grammars.native.lexer_walk`), which also groups
-the tokens; a table of a 128k vocabulary costs a few ms, about what reading one from
-disk cost, so tables are not kept on disk.
+the tokens and interns their split sequences, so a table is a few flat arrays: kept on
+disk next to the compiled grammar, a later process reads them instead of walking.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -61,57 +64,94 @@ _TOKENS_LOCK = threading.Lock()
 
 
 @dataclass
-class Group:
-    """Tokens that end the same lexemes (``splits``) from one lexer state, and the
-    lexer state each leaves open (``ends``): selecting those whose open lexeme the
-    parser can still take is one gather and one boolean index."""
-
-    splits: tuple[int, ...]
-    ids: np.ndarray
-    ends: np.ndarray
-
-    def select(self, ok_states: np.ndarray) -> np.ndarray:
-        """The token ids whose open lexeme is in an ``ok_states`` state."""
-        keep = ok_states[self.ends]
-        if keep.all():
-            return self.ids
-        return self.ids[keep]
-
-
-@dataclass
-class TrieNode:
-    """Groups whose split sequence ends here, and the edges (next split terminal) below."""
-
-    groups: list[int] = field(default_factory=list)
-    kids: dict[int, TrieNode] = field(default_factory=dict)
-
-
-@dataclass
 class TokenTable:
-    groups: list[Group]
-    root: TrieNode
+    """What every token does from one lexer state, as flat arrays (see module doc).
+
+    Group ``g`` is the tokens ``ids[offsets[g]:offsets[g + 1]]``, which end the lexemes
+    of split sequence ``group_seq[g]`` and leave open the lexer states ``ends[...]``.
+    Split sequences form a trie: sequence ``i > 0`` is sequence ``seq_parent[i]``
+    followed by terminal ``seq_term[i]``; 0 is the empty one.
+    """
+
+    ids: np.ndarray  # int64
+    ends: np.ndarray  # int32
+    offsets: np.ndarray  # int64 [groups + 1]
+    group_seq: np.ndarray  # int32 [groups]
+    seq_parent: np.ndarray  # int32 [sequences]
+    seq_term: np.ndarray  # int32 [sequences]
     selected: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (group, ok key)
 
+    @cached_property
+    def trie(self) -> tuple[list[dict[int, int] | None], dict[int, list[int]]]:
+        """(per sequence: terminal -> next sequence, or None; sequence -> groups ending
+        there), pruned to sequences some group extends: what the parser walks."""
+        parent, term = self.seq_parent.tolist(), self.seq_term.tolist()
+        groups_at: dict[int, list[int]] = {}
+        needed = {0}
+        for g, seq in enumerate(self.group_seq.tolist()):
+            groups_at.setdefault(seq, []).append(g)
+            while seq not in needed:
+                needed.add(seq)
+                seq = parent[seq]
+        kids: list[dict[int, int] | None] = [None] * len(parent)
+        for seq in needed:
+            if seq:
+                up = kids[parent[seq]]
+                if up is None:
+                    up = kids[parent[seq]] = {}
+                up[term[seq]] = seq
+        return kids, groups_at
 
-def _trie(groups: list[Group]) -> TrieNode:
-    root = TrieNode()
-    for gi, group in enumerate(groups):
-        node = root
-        for term in group.splits:
-            kid = node.kids.get(term)
-            if kid is None:
-                kid = node.kids[term] = TrieNode()
-            node = kid
-        node.groups.append(gi)
-    return root
+    def select(self, group: int, ok_states: np.ndarray) -> np.ndarray:
+        """The token ids of ``group`` whose open lexeme is in an ``ok_states`` state."""
+        a, b = int(self.offsets[group]), int(self.offsets[group + 1])
+        keep = ok_states[self.ends[a:b]]
+        return self.ids[a:b] if keep.all() else self.ids[a:b][keep]
+
+
+# the table's arrays on disk: their names and dtypes, in file order
+_ARRAYS = (
+    ("ids", np.int64),
+    ("ends", np.int32),
+    ("offsets", np.int64),
+    ("group_seq", np.int32),
+    ("seq_parent", np.int32),
+    ("seq_term", np.int32),
+)
+_MAGIC = b"STT1"
 
 
 def build_table(lexer: LexerDFA, tokens: TokenBytes, q: int) -> TokenTable:
     """Walk every token from lexer state ``q`` at once (see module docstring)."""
     walk = lexer_walk(trie_of(tokens), lexer, q, START)
-    ids = tokens.ids[walk.rows]
-    cuts = walk.offsets
-    groups = [
-        Group(seq, ids[a:b], walk.ends[a:b]) for seq, a, b in zip(walk.splits, cuts, cuts[1:], strict=False)
-    ]
-    return TokenTable(groups, _trie(groups))
+    return TokenTable(
+        tokens.ids[walk.rows], walk.ends, walk.offsets, walk.group_seq, walk.seq_parent, walk.seq_term
+    )
+
+
+def save_table(table: TokenTable, path: Path) -> None:
+    """Write ``table``'s arrays as raw bytes after a header of their lengths (atomic
+    rename, so readers never see half a file); reading them back is one file read."""
+    arrays = [np.ascontiguousarray(getattr(table, name), dtype=dtype) for name, dtype in _ARRAYS]
+    header = _MAGIC + np.array([a.size for a in arrays], dtype=np.int64).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(header + b"".join(a.tobytes() for a in arrays))
+    tmp.replace(path)
+
+
+def load_table(path: Path) -> TokenTable:
+    """Read a table written by :func:`save_table`; ``ValueError`` if it is not one."""
+    data = path.read_bytes()
+    head = len(_MAGIC) + 8 * len(_ARRAYS)
+    if len(data) < head or not data.startswith(_MAGIC):
+        raise ValueError(f"{path} is not a token table")
+    sizes = np.frombuffer(data, dtype=np.int64, count=len(_ARRAYS), offset=len(_MAGIC)).tolist()
+    arrays, at = [], head
+    for (_, dtype), n in zip(_ARRAYS, sizes, strict=True):
+        end = at + n * np.dtype(dtype).itemsize
+        if n < 0 or end > len(data):
+            raise ValueError(f"{path} is cut short")
+        arrays.append(np.frombuffer(data, dtype=dtype, count=n, offset=at))
+        at = end
+    return TokenTable(*arrays)

@@ -283,3 +283,32 @@ def test_python_function_start_takes_one_definition(default_tokenizer):
     assert m.is_accepting()
     with pytest.raises(PromptError):
         g.matcher_after("def f(x):\n    return x\ny = f(1)\n")
+
+
+def test_token_tables_from_disk_give_the_same_masks(default_tokenizer, tmp_path, monkeypatch):
+    """A later process reads the per-lexer-state tables from the disk cache; the masks
+    are the same, and a damaged table file is rebuilt, not trusted."""
+    from grammars import lark_compile
+
+    monkeypatch.setenv("STENCIL_CACHE", str(tmp_path))
+    text = "SELECT a, count(*) FROM t WHERE b = 'x' GROUP BY a;"
+    ids = ids_of(default_tokenizer, text)
+
+    def masks() -> list[torch.Tensor]:
+        lark_compile._MEMORY.clear()
+        m = compile_grammar("sql", default_tokenizer).matcher()
+        out = []
+        for t in ids:
+            out.append(mask_of(m))
+            m.advance(t)
+        return out
+
+    built = masks()
+    files = sorted(tmp_path.rglob("q*.bin"))
+    assert files, "tables were not written"
+    assert all(torch.equal(a, b) for a, b in zip(built, masks(), strict=True))
+    for damaged in (b"not a table", files[0].read_bytes()[:100]):  # garbage, a cut-off file
+        files[0].write_bytes(damaged)
+        assert all(torch.equal(a, b) for a, b in zip(built, masks(), strict=True))
+        assert files[0].read_bytes() != damaged
+    lark_compile._MEMORY.clear()

@@ -9,6 +9,8 @@ built JSON Schema DFA (rows built mid-walk, resumed) for the DFA walk. Bad buffe
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -54,11 +56,12 @@ def test_lexer_walk_equals_python_walk(default_tokenizer, default_vocab, grammar
     for q in states:
         walk = lexer_walk(trie, lexer, q, START)
         got = {}
-        for seq, a, b in zip(walk.splits, walk.offsets, walk.offsets[1:], strict=False):
+        cuts = walk.offsets.tolist()
+        for g, (a, b) in enumerate(itertools.pairwise(cuts)):
             for row, end in zip(walk.rows[a:b].tolist(), walk.ends[a:b].tolist(), strict=True):
                 assert row not in got, (q, tokens.raw[row])  # each token in one group
-                got[row] = (end, list(seq))
-        assert len(set(walk.splits)) == len(walk.splits)  # one group per split sequence
+                got[row] = (end, list(walk.splits(g)))
+        assert len(set(walk.group_seq.tolist())) == len(walk.group_seq)  # one group per sequence
         for row, data in enumerate(tokens.raw):
             assert got.get(row) == python_lexer_walk(lexer, data, q), (q, data)
 
