@@ -30,11 +30,11 @@ from plugin.vocabulary import Vocabulary
 
 @dataclass
 class TokenBytes:
-    """The vocabulary's text tokens as a padded byte matrix (special tokens excluded)."""
+    """The vocabulary's text tokens (special tokens excluded): their ids, lengths and
+    bytes, one row each; the compiled core's token trie is built from ``raw``."""
 
     ids: np.ndarray  # int64 [n]
     lengths: np.ndarray  # int32 [n]
-    matrix: np.ndarray  # uint8 [n, max_len]
     raw: list[bytes]
 
     @classmethod
@@ -50,13 +50,7 @@ class TokenBytes:
     def from_vocab(cls, vocab: Vocabulary) -> TokenBytes:
         ids = [i for i, b in enumerate(vocab.token_bytes) if b and i not in vocab.special_ids]
         raw = [vocab.token_bytes[i] for i in ids]
-        max_len = max(len(b) for b in raw)
-        matrix = np.zeros((len(ids), max_len), dtype=np.uint8)
-        for row, b in enumerate(raw):
-            matrix[row, : len(b)] = np.frombuffer(b, dtype=np.uint8)
-        return cls(
-            np.array(ids, dtype=np.int64), np.array([len(b) for b in raw], dtype=np.int32), matrix, raw
-        )
+        return cls(np.array(ids, dtype=np.int64), np.array([len(b) for b in raw], dtype=np.int32), raw)
 
 
 _TOKENS: dict[str, TokenBytes] = {}

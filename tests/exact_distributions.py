@@ -85,3 +85,17 @@ def kl(p: dict, q: dict) -> float:
 def total_variation(p: dict, q: dict) -> float:
     keys = set(p) | set(q)
     return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in keys)
+
+
+def chi_square_pvalue(counts: dict, target: dict, runs: int) -> float:
+    """Chi-square p-value of sampled outcome ``counts`` (``runs`` draws) against the
+    exact ``target`` distribution; outcomes expected fewer than 5 times are pooled."""
+    from scipy.stats import chisquare
+
+    keys = [k for k, p in target.items() if p * runs >= 5]
+    observed = [counts.get(k, 0) for k in keys] + [runs - sum(counts.get(k, 0) for k in keys)]
+    expected = [target[k] * runs for k in keys] + [runs * (1 - sum(target[k] for k in keys))]
+    if expected[-1] < 1e-6:
+        observed, expected = observed[:-1], expected[:-1]
+    scale = sum(observed) / sum(expected)
+    return float(chisquare(observed, [e * scale for e in expected]).pvalue)

@@ -21,14 +21,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy.stats import chisquare
 
 from grammars.regex import compile_regex
 from plugin import EditSession, OptionError, constrained_generate
 from plugin.kv.cache import extend, keep_path, score
 from plugin.speculation import SpeculativeConfig
 from plugin.speculation.lookup import ContextLookup
-from tests.exact_distributions import LANGUAGE, enumerate_language, exact_and_masked
+from tests.exact_distributions import LANGUAGE, chi_square_pvalue, enumerate_language, exact_and_masked
 
 DRAFTER_SETS = ["auto", "lookup", "recycling", "constraint", ["lookup", "recycling"]]
 SCHEMA = {
@@ -180,16 +179,6 @@ def test_speculation_over_an_edit_session_cache(default_model):
     assert torch.equal(session.logits(), before)
 
 
-def _chi_square(counts: Counter, target: dict, runs: int) -> float:
-    keys = [k for k, p in target.items() if p * runs >= 5]
-    observed = [counts.get(k, 0) for k in keys] + [runs - sum(counts.get(k, 0) for k in keys)]
-    expected = [target[k] * runs for k in keys] + [runs * (1 - sum(target[k] for k in keys))]
-    if expected[-1] < 1e-9:
-        observed, expected = observed[:-1], expected[:-1]
-    scale = sum(observed) / sum(expected)
-    return float(chisquare(observed, [e * scale for e in expected]).pvalue)
-
-
 @pytest.mark.parametrize("sampler", ["mask", "awrs"])
 def test_sampled_speculation_follows_masked_decoding_exactly(sharp_tiny_model, default_tokenizer, sampler):
     """Drafts copied from a prompt full of the language's words are often wrong for the
@@ -220,7 +209,7 @@ def test_sampled_speculation_follows_masked_decoding_exactly(sharp_tiny_model, d
         drafted += gen.stats["speculative"]["drafted_tokens"]
         accepted += gen.stats["speculative"]["accepted_tokens"]
     assert drafted > runs / 2 and 50 < accepted < drafted / 2  # both paths ran often
-    assert _chi_square(counts, masked, runs) > 1e-3
+    assert chi_square_pvalue(counts, masked, runs) > 1e-3
 
 
 def test_tree_scoring_matches_separate_sequences_and_keeps_one_branch(tiny_model, default_tokenizer):

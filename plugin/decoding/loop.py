@@ -230,8 +230,6 @@ class _Chooser:
         self.budget_steps += 1
         return choose_token(logits, mask, self.params, self.generator)
 
-        return [token]
-
 
 def decode(
     model: Any,
