@@ -12,11 +12,19 @@ bytes; they raise :class:`UnsupportedPattern`, which the grammar compiler turns 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
+import os
 import re
 import re._constants as sre_c
 import re._parser as sre_parse
+import sys
+import unicodedata
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+
+from plugin.paths import cache_dir
 
 MAX_UNICODE = 0x10FFFF
 _SURROGATES = (0xD800, 0xDFFF)
@@ -68,20 +76,41 @@ def _negate(ranges: Ranges) -> Ranges:
 @functools.cache
 def _category_ranges(category: str) -> tuple[tuple[int, int], ...]:
     """Code-point ranges of ``\\d``, ``\\w``, ``\\s`` as Python's Unicode ``re`` defines them."""
-    pattern = {"d": r"\d+", "w": r"\w+", "s": r"\s+"}[category]
-    text = "".join(chr(c) for c in range(MAX_UNICODE + 1) if not _SURROGATES[0] <= c <= _SURROGATES[1])
-    ranges: Ranges = []
-    for m in re.finditer(pattern, text):
-        lo, hi = ord(m.group()[0]), ord(m.group()[-1])
-        ranges.append((lo, hi))
-    # The surrogate gap made code points around it adjacent in ``text``; split such runs.
-    fixed: Ranges = []
-    for lo, hi in ranges:
-        if lo < _SURROGATES[0] <= hi:
-            fixed += [(lo, _SURROGATES[0] - 1), (_SURROGATES[1] + 1, hi)]
-        else:
-            fixed.append((lo, hi))
-    return tuple(_normalise(fixed))
+    return _unicode_categories()[category]
+
+
+@functools.cache
+def _unicode_categories() -> dict[str, tuple[tuple[int, int], ...]]:
+    """All three categories, read from the disk cache (per Python version and Unicode
+    database) or computed by running ``re`` over every code point: half a second, which
+    a new process would otherwise pay in the first mask of a pattern using ``\\d``."""
+    key = f"{sys.version_info[0]}.{sys.version_info[1]}-{unicodedata.unidata_version}"
+    path = cache_dir() / f"unicode-categories-{key}.json"
+    try:
+        found = json.loads(path.read_text())
+        return {c: tuple((int(lo), int(hi)) for lo, hi in found[c]) for c in "dws"}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    text = "".join(map(chr, range(_SURROGATES[0]))) + "".join(
+        map(chr, range(_SURROGATES[1] + 1, MAX_UNICODE + 1))
+    )  # every code point but the surrogates
+    out: dict[str, tuple[tuple[int, int], ...]] = {}
+    for name, pattern in (("d", r"\d+"), ("w", r"\w+"), ("s", r"\s+")):
+        fixed: Ranges = []
+        for m in re.finditer(pattern, text):
+            lo, hi = ord(m.group()[0]), ord(m.group()[-1])
+            # the surrogate gap made code points around it adjacent in ``text``: split
+            if lo < _SURROGATES[0] <= hi:
+                fixed += [(lo, _SURROGATES[0] - 1), (_SURROGATES[1] + 1, hi)]
+            else:
+                fixed.append((lo, hi))
+        out[name] = tuple(_normalise(fixed))
+    with contextlib.suppress(OSError):  # a read-only cache only costs the half second
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(out))
+        tmp.replace(path)
+    return out
 
 
 _CATEGORIES = {
@@ -166,6 +195,52 @@ def _utf8_trie(ranges: tuple[tuple[int, int], ...]) -> _Trie:
     return freeze(trie)
 
 
+_TEMPLATES: dict[Hashable, tuple] = {}
+_TEMPLATE_CAP = 4096
+_SMALL: tuple = ()  # the template of a fragment too small to be worth copying
+_SMALL_STATES = 3
+
+
+def fragment(nfa: ByteNFA, key: Hashable, build: Callable[[], tuple[int, int]]) -> tuple[int, int]:
+    """``build()``'s fragment in ``nfa``, built once per process and copied after.
+
+    Why: a schema spells the same character classes over and over (every JSON string
+    holds the any-character class with its escapes, dozens of states), and building one
+    in Python costs a hundred times more than copying it. ``build`` must only make new
+    states that point at each other; a fragment that does not (or holds a deferred
+    part of a lazy NFA) is used as built and not kept."""
+    found = _TEMPLATES.get(key)
+    if found is _SMALL:
+        return build()
+    if found:
+        edges, eps, s, e = found
+        base = len(nfa.edges)
+        nfa.edges.extend([[(lo, hi, t + base) for lo, hi, t in row] for row in edges])
+        nfa.eps.extend([[t + base for t in row] for row in eps])
+        return s + base, e + base
+    base = len(nfa.edges)
+    s, e = build()
+    top = len(nfa.edges)
+    pending = getattr(nfa, "pending", {})
+    inside = (
+        base <= s < top
+        and base <= e < top
+        and all(base <= t < top for row in nfa.edges[base:top] for _, _, t in row)
+        and all(base <= t < top for row in nfa.eps[base:top] for t in row)
+        and not any(q in pending for q in range(base, top))
+    )
+    if inside and top - base <= _SMALL_STATES and len(_TEMPLATES) < _TEMPLATE_CAP:
+        _TEMPLATES[key] = _SMALL  # a literal byte: building it beats copying it
+    elif inside and len(_TEMPLATES) < _TEMPLATE_CAP:
+        _TEMPLATES[key] = (
+            [[(lo, hi, t - base) for lo, hi, t in row] for row in nfa.edges[base:top]],
+            [[t - base for t in row] for row in nfa.eps[base:top]],
+            s - base,
+            e - base,
+        )
+    return s, e
+
+
 class _Builder:
     def __init__(self, nfa: ByteNFA, ignore_case: bool, ascii_only: bool, dotall: bool) -> None:
         self.nfa = nfa
@@ -175,6 +250,10 @@ class _Builder:
 
     def chars(self, ranges: Ranges) -> tuple[int, int]:
         """A fragment matching one code point out of ``ranges``."""
+        key = tuple(_normalise(ranges))
+        return fragment(self.nfa, ("utf8", key), lambda: self._utf8_chars(key))
+
+    def _utf8_chars(self, ranges: tuple[tuple[int, int], ...]) -> tuple[int, int]:
         start, end = self.nfa.new_state(), self.nfa.new_state()
         edges = self.nfa.edges
 
@@ -187,7 +266,7 @@ class _Builder:
                 else:
                     edges[state].append((lo, hi, end))
 
-        emit(_utf8_trie(tuple(_normalise(ranges))), start)
+        emit(_utf8_trie(ranges), start)
         return start, end
 
     def literal(self, cp: int) -> Ranges:

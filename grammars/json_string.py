@@ -20,7 +20,7 @@ import re
 import re._constants as sre_c
 import re._parser as sre_parse
 
-from grammars.byte_nfa import MAX_UNICODE, ByteNFA, Ranges, UnsupportedPattern, _Builder, _normalise
+from grammars.byte_nfa import MAX_UNICODE, ByteNFA, Ranges, UnsupportedPattern, _Builder, _normalise, fragment
 
 _SHORT_ESCAPES = {
     0x22: b'"',
@@ -91,7 +91,11 @@ class JsonStringBuilder(_Builder):
             start, end = nfa.new_state(), nfa.new_state()
             nfa.edges[start].append((0x61, 0x61, end))
             return start, end
-        ranges = _normalise(ranges)
+        key = tuple(_normalise(ranges))
+        return fragment(nfa, ("json", key), lambda: self._json_chars(list(key)))
+
+    def _json_chars(self, ranges: Ranges) -> tuple[int, int]:
+        nfa = self.nfa
         start, end = nfa.new_state(), nfa.new_state()
         raw: Ranges = []
         for lo, hi in _intersect(ranges, 0x20, MAX_UNICODE):
