@@ -367,7 +367,12 @@ class _Builder:
 
 
 def add_pattern(nfa: ByteNFA, pattern: str, ignore_case: bool = False) -> tuple[int, int]:
-    """Add ``pattern`` to ``nfa``; return its (start, accept) states."""
+    """Add ``pattern`` to ``nfa``; return its (start, accept) states (built once per
+    process and copied after: a schema spells the same number pattern per value)."""
+    return fragment(nfa, ("pattern", pattern, ignore_case), lambda: _build_pattern(nfa, pattern, ignore_case))
+
+
+def _build_pattern(nfa: ByteNFA, pattern: str, ignore_case: bool) -> tuple[int, int]:
     try:
         parsed = sre_parse.parse(pattern, re.IGNORECASE if ignore_case else 0)
     except re.error as exc:

@@ -32,7 +32,7 @@ import re._parser as sre_parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from grammars.byte_nfa import MAX_UNICODE, UnsupportedPattern, _Builder, _negate, add_pattern
+from grammars.byte_nfa import MAX_UNICODE, UnsupportedPattern, _Builder, _negate, add_pattern, fragment
 from grammars.json_numbers import integer_range_regex, number_range_regex
 from grammars.json_schema_merge import FALSE, AllOf, Normaliser, escape, schema_key
 from grammars.json_string import JsonStringBuilder, add_string_chars, add_string_pattern, pattern_width
@@ -113,6 +113,7 @@ class SchemaAutomaton:
         self.unsupported = unsupported
         self.nfa = LazyNFA()
         self._ws = sre_parse.parse(whitespace) if whitespace else None
+        self._ws_key = ("ws", whitespace)
         self._ws_builder = _Builder(self.nfa, False, False, False)
         self._eager: list[int] | None = None  # audit mode: placeholders still to build
         self.dry = False  # audit mode: scalars are checked, not spelled out byte by byte
@@ -150,7 +151,8 @@ class SchemaAutomaton:
         if self._ws is None or self.dry:
             s = self.new()
             return s, s
-        return self._ws_builder.seq(list(self._ws))
+        ws = self._ws
+        return fragment(self.nfa, self._ws_key, lambda: self._ws_builder.seq(list(ws)))
 
     def regex(self, pattern: str) -> Fragment:
         if self.dry:
