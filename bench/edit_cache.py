@@ -41,7 +41,6 @@ import itertools
 import json
 import keyword
 import math
-import platform
 import random
 import re
 import sys
@@ -56,6 +55,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from run_meta import model_run_meta  # noqa: E402  (bench/run_meta.py)
 
 from plugin.api import constrained_generate  # noqa: E402
 from plugin.decoding import percentile  # noqa: E402
@@ -693,19 +694,8 @@ def main() -> int:
     folder = Path(args.out) if args.out else REPO / "bench" / "results"
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"edit-cache-{tag}.json"
-    import transformers
-
     meta = {
-        "benchmark": "edit_cache",
-        "device": str(device),
-        "dtype": str(next(model.parameters()).dtype),
-        "torch_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "model": getattr(model.config, "_name_or_path", None),
+        **model_run_meta("edit_cache", model, device),
         "context_tokens": context_tokens,
         "corpora": corpora,
         "arguments": vars(args),

@@ -55,7 +55,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import sqlite3
 import statistics
 import sys
@@ -70,6 +69,8 @@ from transformers import LogitsProcessorList
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from run_meta import model_run_meta  # noqa: E402  (bench/run_meta.py)
 
 from plugin.api import build_constraint, constrained_generate  # noqa: E402
 from plugin.logits_processor import StencilLogitsProcessor  # noqa: E402
@@ -683,23 +684,11 @@ def main() -> int:
     folder = Path(args.out) if args.out else REPO / "bench" / "results"
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"speculative-{tag}.json"
-    import transformers
-
     meta = {
-        "benchmark": "speculative",
-        "device": str(device),
-        "dtype": str(next(model.parameters()).dtype),
-        "torch_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
+        **model_run_meta("speculative", model, device),
         # other processes on the machine slow every configuration alike (rotation), not evenly
         "load_average_1_5_15_min_at_start": load_before,
         "load_average_1_5_15_min_at_end": os.getloadavg(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "model": getattr(model.config, "_name_or_path", None),
         "arguments": vars(args),
         "configs": configs,
         "seconds": time.perf_counter() - began,
