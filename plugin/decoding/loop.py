@@ -155,6 +155,7 @@ class _Chooser:
         t0 = time.perf_counter()
         matcher, params = self.matcher, self.params
         token = None
+        penalised = False  # the repetition penalty is applied to ``logits`` once
         if matcher is not None:
             if self.asap is None and matcher.is_finished():
                 self.step_us.append((time.perf_counter() - t0) * 1e6)
@@ -168,9 +169,10 @@ class _Chooser:
                 self.forced += len(forced)
                 return forced
             if self.awrs:
-                scores = apply_repetition_penalty(logits, previous, params.repetition_penalty)
+                logits = apply_repetition_penalty(logits, previous, params.repetition_penalty)
+                penalised = True
                 step = awrs_step(
-                    scores if params.greedy else filter_logits(scores, params),
+                    logits if params.greedy else filter_logits(logits, params),
                     matcher,
                     greedy=params.greedy,
                     generator=self.generator,
@@ -191,7 +193,8 @@ class _Chooser:
                     self.step_us.append((time.perf_counter() - t0) * 1e6)
                     return FINISH_DEAD_END
         t_constraint = time.perf_counter() - t0
-        logits = apply_repetition_penalty(logits, previous, params.repetition_penalty)
+        if not penalised:
+            logits = apply_repetition_penalty(logits, previous, params.repetition_penalty)
         if token is None:  # not already chosen by AWRS
             if self.asap is not None:
                 token, self.node = self.asap.sample(self.node, logits, self.mask, params, self.generator)
