@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from plugin import OptionError, PromptError, constrained_generate
 from plugin.kv import EditError, EditSession, RotaryUnavailable, read_rotary
 from plugin.kv.cache import cache_over, extend
+from plugin.kv.edit_session import RECENT_STALE
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -187,7 +188,9 @@ def test_window_follows_the_offset_by_rotation(layout_models, default_tokenizer)
     ids = default_tokenizer(SOURCE[:offset], add_special_tokens=False).input_ids
     assert session.window[0] == len(ids) - 100 < n - 100
     assert session.stats["window_moves"] == 1
-    assert session.stats["tokens_encoded"] - encoded == n - len(ids)  # the new front only
+    # the new front, and the stale positions before the reading point (after a new front)
+    assert session.stats["tokens_freshened"] == RECENT_STALE
+    assert session.stats["tokens_encoded"] - encoded == n - len(ids) + RECENT_STALE
     session.logits()  # and forward again: tokens dropped at the front, nothing encoded but the tail
     _check(session, default_tokenizer)
     assert session.window == (n - 100, n) and session.stats["window_moves"] == 2
@@ -197,9 +200,10 @@ def test_generate_reuses_the_cache_and_leaves_it_unchanged(layout_models, defaul
     model = layout_models["llama"]
     session = EditSession(model, default_tokenizer, DOC)
     session.edit(50, 60, "")
+    session.logits()  # encodes the stale tokens before the end again (written back)
     before = [k.clone() for k in session._keys]
     gen = session.generate(max_new_tokens=8, regex=r"[a-z ]{1,20}")
-    assert gen.stats["cached_prompt_tokens"] == len(session.token_ids) - 1
+    assert gen.stats["cached_prompt_tokens"] == len(session.token_ids)  # the logits there are known
     assert all(torch.equal(a, b) for a, b in zip(before, session._keys, strict=True))
     plain = constrained_generate(
         model, default_tokenizer, session.token_ids, max_new_tokens=8, regex=r"[a-z ]{1,20}"
@@ -208,6 +212,30 @@ def test_generate_reuses_the_cache_and_leaves_it_unchanged(layout_models, defaul
         max_new_tokens=8, regex=r"[a-z ]{1,20}"
     )
     assert fresh.token_ids == plain.token_ids  # no edit since the encode: exact
+
+
+@pytest.mark.parametrize("name", ["llama", "gptj-interleaved"])
+def test_stale_tokens_before_the_reading_point_are_encoded_again(name, layout_models, default_tokenizer):
+    """After an edit far before the end, the last RECENT_STALE positions are stale; reading
+    the logits there encodes them again against the current cache (written back), and the
+    logits equal a forward that encodes those positions from the edited cache."""
+    model = layout_models[name]
+    session = EditSession(model, default_tokenizer, DOC, refresh_every=None)
+    session.edit(40, 60, "")
+    n = len(session._cached)
+    assert all(session._stale[-RECENT_STALE:]) and not any(session._stale[:5])
+    keys, values = [k.clone() for k in session._keys], [v.clone() for v in session._values]
+    want = extend(model, cache_over(keys, values, n - RECENT_STALE), session._cached[-RECENT_STALE:])
+    got = session.logits()
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert session.stats["tokens_freshened"] == RECENT_STALE
+    assert not any(session._stale[-RECENT_STALE:]) and session._stale[n - RECENT_STALE - 1]
+    torch.testing.assert_close(session.logits(), want, rtol=1e-4, atol=1e-4)  # known now: no re-encode
+    assert session.stats["tokens_freshened"] == RECENT_STALE
+    _check(session, default_tokenizer)
+    session.edit(len(session.text), len(session.text), "\nx = 1")  # at the end: nothing stale there
+    session.logits()
+    assert session.stats["tokens_freshened"] == RECENT_STALE
 
 
 def test_refresh_every_reencodes(layout_models, default_tokenizer):

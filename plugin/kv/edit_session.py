@@ -7,7 +7,12 @@ later token keeps its values and has its cached key re-rotated by ``Δ = m − (
 (:mod:`plugin.kv.rotary`). No forward runs over the suffix, so an edit costs about what
 the edited tokens cost, wherever it is. The suffix's keys and values still reflect the
 text they were computed with (the paper accepts this); ``refresh()`` re-encodes for real,
-and ``refresh_every`` does it after that many edits.
+and ``refresh_every`` does it after that many edits. The session knows which cached
+positions are *stale* (computed before an edit earlier in the text); before the model
+reads at a point, the stale ones among the last ``RECENT_STALE`` positions there are
+encoded again, because the next token depends most on the tokens nearest to it
+(``stats["tokens_freshened"]``; bench/edit_cache.py measures what it buys). A completion
+at the place just edited finds nothing stale there and pays nothing.
 
 The cache holds a *window* of at most ``context_tokens`` document tokens (after the
 tokenizer's leading special tokens, which stay at position 0). ``logits(offset)`` and
@@ -41,6 +46,7 @@ log = logging.getLogger(__name__)
 
 GENERATION_ROOM = 256  # positions left free for generation when context_tokens is not given
 SHORT_TAIL = 32  # tokens after an edit that are encoded again rather than re-rotated
+RECENT_STALE = 16  # stale tokens just before a reading point that are encoded again first
 REFRESH_EVERY = 4  # default policy, from bench/edit_cache.py's fidelity by edits since refresh
 
 
@@ -147,12 +153,14 @@ class EditSession:
         self._cached: list[int] = []  # lead + document tokens of the window
         self._keys: list[torch.Tensor] = []
         self._values: list[torch.Tensor] = []
+        self._stale: list[bool] = []  # per cached position: computed before an earlier edit
         self._next_logits: torch.Tensor | None = None  # after all cached tokens, when known
         self.stats: dict[str, Any] = {
             "rotation": rotation,
             "tokens_encoded": 0,
             "tokens_rerotated": 0,
             "tokens_reencoded_fallback": 0,
+            "tokens_freshened": 0,
             "edits": 0,
             "edits_since_refresh": 0,
             "refreshes": 0,
@@ -196,6 +204,7 @@ class EditSession:
         ids = self._lead + self._tokens.ids[start : start + self.context_tokens]
         keys, values, logits = ([], [], None) if not ids else self._forward(0, ids)
         self._start, self._cached, self._keys, self._values = start, ids, keys, values
+        self._stale = [False] * len(ids)
         self._next_logits = logits
 
     def _splice(self, i: int, j: int, new_ids: list[int]) -> None:
@@ -203,7 +212,8 @@ class EditSession:
 
         A tail of at most ``SHORT_TAIL`` tokens is encoded again with the new tokens
         instead (one forward either way; exact, and it leaves the logits after the
-        cache's end known, which a completion at the end of the text then reuses)."""
+        cache's end known, which a completion at the end of the text then reuses).
+        Re-rotated tokens are stale afterwards: what came before them has changed."""
         tail_ids = self._cached[j:]
         delta = len(new_ids) - (j - i)
         reencode = len(tail_ids) <= SHORT_TAIL or (delta != 0 and self._rotary is None)
@@ -216,6 +226,7 @@ class EditSession:
             logits = None
         if reencode:
             self._next_logits = logits
+            self._stale = self._stale[:i] + [False] * len(encode)
             if tail_ids and len(tail_ids) > SHORT_TAIL:
                 self.stats["tokens_reencoded_fallback"] += len(tail_ids)
         else:  # the tail's keys move by delta; values stay
@@ -228,6 +239,7 @@ class EditSession:
             keys = [torch.cat((a, b), dim=-2) for a, b in zip(keys, tail_k, strict=True)]
             values = [torch.cat((a, b), dim=-2) for a, b in zip(values, tail_v, strict=True)]
             self._next_logits = None
+            self._stale = self._stale[:i] + [False] * len(new_ids) + [True] * len(tail_ids)
         self._keys, self._values = keys, values
         self._cached = self._cached[:i] + new_ids + tail_ids
         self._crop_tail()
@@ -237,6 +249,7 @@ class EditSession:
         if len(self._cached) > keep:
             self._next_logits = None
             self._cached = self._cached[:keep]
+            self._stale = self._stale[:keep]
             self._keys = [k[:, :, :keep] for k in self._keys]
             self._values = [v[:, :, :keep] for v in self._values]
 
@@ -247,19 +260,19 @@ class EditSession:
         began = time.perf_counter()
         text = self._text[:start] + new_text + self._text[end:]
         splice = self._retok.replace(self._tokens, text, start, end, start + len(new_text))
-        saved = (self._start, self._cached, self._keys, self._values, self._next_logits)
+        saved = (self._start, self._cached, self._keys, self._values, self._stale, self._next_logits)
         try:
             self._apply(splice.first, splice.old_stop, splice.new_ids)
         except Exception as exc:  # the model failed mid-update: never keep a cache that disagrees
             log.warning("edit session: update failed (%s: %s); re-encoding", type(exc).__name__, exc)
-            self._start, self._cached, self._keys, self._values, self._next_logits = saved
+            self._start, self._cached, self._keys, self._values, self._stale, self._next_logits = saved
             self.stats["failed_updates"] += 1
             old_tokens, self._tokens = self._tokens, splice.tokens
             try:
                 self._encode_window(min(self._start, max(0, len(splice.tokens) - self.context_tokens)))
             except Exception:  # the re-encode failed too: keep the old text with its old cache
                 self._tokens = old_tokens
-                self._start, self._cached, self._keys, self._values, self._next_logits = saved
+                self._start, self._cached, self._keys, self._values, self._stale, self._next_logits = saved
                 raise
         self._text, self._tokens = text, splice.tokens
         seconds = time.perf_counter() - began
@@ -323,6 +336,19 @@ class EditSession:
         if same > stop:  # the prompt reaches past the cached tokens: cache them too
             self._splice(len(self._cached), len(self._cached), self._tokens.ids[stop:same])
 
+    def _freshen(self, ids: list[int]) -> None:
+        """Encode again the stale cached positions among the last ``RECENT_STALE`` that
+        ``ids`` (the model's prompt) shares with the cache: the tokens the next one reads
+        most. Written back, so the next read there pays nothing."""
+        same, limit = 0, min(len(ids), len(self._cached))
+        while same < limit and ids[same] == self._cached[same]:
+            same += 1
+        begin = max(len(self._lead), same - RECENT_STALE)
+        stale = [k for k in range(begin, same) if self._stale[k]]
+        if stale:
+            self._splice(stale[0], same, self._cached[stale[0] : same])
+            self.stats["tokens_freshened"] += same - stale[0]
+
     def _prefix(self, offset: int | None) -> tuple[list[int], int]:
         """The model's prompt for ``text[:offset]`` (lead + window part) and how many of its
         first positions the cache already holds (all but the last, or all when the logits
@@ -333,6 +359,7 @@ class EditSession:
         ids = self._lead + prompt[self._start :]
         if not ids:
             raise PromptError("there is no text before offset 0 to condition on (and no BOS token)")
+        self._freshen(ids)
         if ids == self._cached and self._next_logits is not None:
             return ids, len(ids)  # the logits after the whole prompt are known
         shared = 0
