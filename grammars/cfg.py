@@ -25,7 +25,7 @@ from grammars.lexer_dfa import DEAD, START, LexerDFA
 from grammars.syntax import Syntax
 from grammars.token_tables import TokenBytes, TokenTable, build_table, load_table, save_table
 from plugin.errors import ConstraintViolation, prefix_error
-from plugin.matcher import Matcher
+from plugin.matcher import Layout, Matcher
 from plugin.vocabulary import Vocabulary
 
 _MASK_CACHE_BYTES = 256 * 1024 * 1024
@@ -170,9 +170,11 @@ class CompiledGrammar:
             self._masks.popitem(last=False)
 
 
-def _forced_bytes(g: CompiledGrammar, q: int, syn: Hashable) -> bytes:
-    """The bytes that must come next from ``(q, syn)``, until a choice or a possible end."""
+def _forced_bytes(g: CompiledGrammar, q: int, syn: Hashable, layout: Layout | None = None) -> bytes:
+    """The bytes that must come next from ``(q, syn)``, until a choice or a possible end
+    (with ``layout``: a blank-or-not choice is guessed, see ``Matcher.forced_bytes``)."""
     out = bytearray()
+    prev = layout.last if layout is not None else -1
     lexer, syntax = g.lexer, g.syntax
     while len(out) < _MAX_FORCED_BYTES and not _may_end(g, q, syn):
         row = lexer.trans[q]
@@ -185,12 +187,18 @@ def _forced_bytes(g: CompiledGrammar, q: int, syn: Hashable) -> bytes:
                 restart = lexer.trans[START]
                 allowed |= (row == DEAD) & (restart != DEAD) & syntax.ok_states(after)[restart]
         only = np.flatnonzero(allowed)
-        if only.size != 1:
-            break
-        found = _walk(g, q, syn, bytes((int(only[0]),)), check=True)
+        if only.size == 1:
+            byte = int(only[0])
+        else:
+            picked = layout.pick(only.tolist(), prev) if layout is not None and only.size else None
+            if picked is None:
+                break
+            byte = picked
+        found = _walk(g, q, syn, bytes((byte,)), check=True)
         if found is None:
             break
-        out.append(int(only[0]))
+        out.append(byte)
+        prev = byte
         q, syn = found
     return bytes(out)
 
@@ -297,6 +305,9 @@ class GrammarMatcher(Matcher):
         mask[: allowed.numel()] |= allowed.to(mask.device, non_blocking=True)
         if self.is_accepting():
             mask[list(self.vocab.eos_ids)] = True
+
+    def forced_bytes(self, layout: Layout | None = None) -> bytes:
+        return b"" if self._is_done() else _forced_bytes(self._g, self._state.q, self._state.syn, layout)
 
     def forced_tokens(self) -> list[int]:
         """Tokens spelling the bytes the grammar leaves no choice about.

@@ -36,7 +36,7 @@ import torch
 
 from grammars.state_cache import STATE_CACHE
 from plugin.errors import ConstraintViolation, RegexError, prefix_error
-from plugin.matcher import Matcher
+from plugin.matcher import Layout, Matcher
 from plugin.paths import cache_dir
 from plugin.vocabulary import Vocabulary
 
@@ -56,6 +56,12 @@ class AllowedRows:
 
     vocab: Vocabulary
     _owner: int
+
+    def forced_bytes(self, state: int, layout: Layout | None = None) -> bytes:
+        """Bytes every continuation from ``state`` starts with, as
+        :meth:`plugin.matcher.Matcher.forced_bytes` (``b""``: unknown here; automata over
+        bytes say more)."""
+        return b""
 
     def allowed_ids(self, state: int) -> torch.Tensor:
         raise NotImplementedError
@@ -337,6 +343,10 @@ class DFAMatcher(Matcher):
             return False
         nxt = self._dfa.next_state(state, token_id)
         return nxt is not None and self._dfa.too_far_state(nxt, remaining)
+
+    def forced_bytes(self, layout: Layout | None = None) -> bytes:
+        state = self._node[0]
+        return b"" if state == _FINISHED else self._dfa.forced_bytes(state, layout)
 
     def forced_tokens(self) -> list[int]:
         out: list[int] = []

@@ -36,6 +36,7 @@ from grammars.native import dfa_allowed, trie_of
 from grammars.state_cache import STATE_CACHE
 from grammars.token_tables import TokenBytes
 from plugin.errors import CompileTimeout, prefix_error
+from plugin.matcher import Layout
 from plugin.vocabulary import Vocabulary
 
 DEAD = 0
@@ -51,6 +52,7 @@ _CLOSING[np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)] = 4
 _CLOSING[ord("\\")] = 8
 for _rank, _byte in enumerate(b'"}]0'):
     _CLOSING[_byte] = _rank
+_FORCED_BYTES_LIMIT = 64  # bytes a forced-text draft may span
 _SORT_LIMIT = 4096  # allowed tokens below which sorting beats a scatter over the vocabulary
 MAX_EXPANSIONS = 50_000  # deferred fragments built in one closure: a loop that reads nothing
 
@@ -278,6 +280,32 @@ class CompiledLazyDFA(AllowedRows):
 
     def is_final(self, state: int) -> bool:
         return self.dfa.final[state]
+
+    def forced_bytes(self, state: int, layout: Layout | None = None) -> bytes:
+        """Bytes every continuation from ``state`` starts with: the walk while exactly one
+        byte leads on (or ``layout`` picks between blanks and one other byte) and the
+        text read cannot end: a JSON key once its first letters tell it apart, the
+        ``": "`` after it. At most ``_FORCED_BYTES_LIMIT`` bytes."""
+        dfa = self.dfa
+        out = bytearray()
+        prev = layout.last if layout is not None else -1
+        with self._lock:
+            q = state
+            while len(out) < _FORCED_BYTES_LIMIT and not dfa.final[q]:
+                if not dfa.built[q]:
+                    dfa.build_row(q)
+                live = np.flatnonzero(dfa.trans[q])
+                if live.size == 1:
+                    byte = int(live[0])
+                else:
+                    picked = layout.pick(live.tolist(), prev) if layout is not None and live.size else None
+                    if picked is None:
+                        break
+                    byte = picked
+                out.append(byte)
+                prev = byte
+                q = int(dfa.trans[q, byte])
+        return bytes(out)
 
     def next_state(self, state: int, token_id: int) -> int | None:
         if token_id in self.vocab.special_ids or not 0 <= token_id < self.vocab.size:

@@ -23,7 +23,7 @@ from monitors.base import Monitor
 from monitors.restriction import Restriction, is_ident_byte, starts_identifier
 from monitors.token_index import IdentifierIndex, identifier_index
 from plugin.errors import ConstraintViolation, OptionError
-from plugin.matcher import CompiledConstraint, Matcher
+from plugin.matcher import CompiledConstraint, Layout, Matcher
 from plugin.vocabulary import Vocabulary
 
 
@@ -218,6 +218,11 @@ class MonitoredMatcher(Matcher):
         mask[:size] = torch.from_numpy(allowed).to(mask.device)
         if eos:
             mask[eos] = self.is_accepting()
+
+    def forced_bytes(self, layout: Layout | None = None) -> bytes:
+        """The constraint's forced bytes (a monitor may still refuse a spelling of them:
+        drafts are checked token by token)."""
+        return b"" if self._inner is None or self._finished else self._inner.forced_bytes(layout)
 
     def forced_tokens(self) -> list[int]:
         """The constraint's forced tokens, up to the first one a monitor refuses."""

@@ -13,6 +13,7 @@ from plugin.samplers.sampling import SamplingParams
 from plugin.samplers.smc import smc_decode
 from plugin.speculation.config import resolve_speculative
 from plugin.speculation.draft_model import load_draft_model
+from plugin.speculation.speculator import tokenizer_spelling
 from plugin.vocabulary import Vocabulary
 
 SAMPLERS = ("mask", "awrs", "smc", "asap")
@@ -346,6 +347,7 @@ def constrained_generate(
         asap_trie=_asap_trie(sampler, options, model, prompt_ids, constraint, matcher, params),
         prompt_cache=options.get("prompt_cache"),
         speculative=speculative,
+        spell=tokenizer_spelling(tokenizer) if speculative is not None else None,
     )
     text = vocab.decode(result.token_ids).decode("utf-8", errors="replace")
     valid = matcher.is_accepting() if matcher is not None else result.finish_reason == FINISH_STOP

@@ -7,7 +7,8 @@ interface, so a regex, a JSON Schema, a Lark grammar or a monitor are interchang
 * ``accepts(t)`` – may token ``t`` come next? One token, cheap (rejection sampling).
 * ``advance(t)`` – consume ``t`` (raises :class:`ConstraintViolation` if not allowed).
 * ``fill_mask(mask)`` – set ``mask[t] = True`` for every allowed ``t`` (full masking).
-* ``forced_tokens()`` – tokens the constraint leaves no choice about (jump-forward).
+* ``forced_tokens()`` – tokens the constraint leaves no choice about (jump-forward);
+  ``forced_bytes()`` the text it leaves no choice about (speculative drafts spell it).
 * ``fork()`` / ``rollback(n)`` – branch or undo, for SMC, ASAp and speculation.
 * ``is_accepting()`` – may the output end here? End-of-sequence is allowed only then.
 
@@ -19,11 +20,46 @@ matcher (nothing is allowed after it). Samplers therefore never special-case EOS
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 
 from plugin.vocabulary import Vocabulary
+
+BLANKS = frozenset(b" \t\n\r")
+
+
+@dataclass
+class Layout:
+    """How the text so far lays out blanks: ``after[b]`` is the blank that last followed
+    byte ``b`` (-1: a non-blank did; absent: ``b`` was never followed), ``last`` the
+    text's last byte (-1: none). What :meth:`Matcher.forced_bytes` guesses with at a
+    blank-or-not choice; it makes no guess after a byte it has not seen followed."""
+
+    after: dict[int, int] = field(default_factory=dict)
+    last: int = -1
+
+    def read(self, data: bytes) -> None:
+        """Learn from ``data``, the text's next bytes."""
+        prev = self.last
+        for b in data:
+            if prev >= 0:
+                self.after[prev] = b if b in BLANKS else -1
+            prev = b
+        self.last = prev
+
+    def pick(self, live: Iterable[int], prev: int) -> int | None:
+        """The byte to guess among ``live`` after ``prev``: what followed ``prev`` last time
+        (the one non-blank, or that blank); None when the choice is not between blanks
+        and one other byte, or ``prev`` was never followed."""
+        live = list(live)
+        others = [b for b in live if b not in BLANKS]
+        seen = self.after.get(prev)
+        if len(others) != 1 or seen is None:
+            return None
+        return others[0] if seen == -1 else (seen if seen in live else None)
 
 
 class Matcher(ABC):
@@ -79,6 +115,16 @@ class Matcher(ABC):
         token's check, so a sampler can choose first and restrict only when the choice
         would be cleared (the decode loop does). Default: False (no bounds)."""
         return False
+
+    def forced_bytes(self, layout: Layout | None = None) -> bytes:
+        """The bytes every allowed continuation starts with, up to the first choice or a
+        point where the output may end. A speculative drafter spells them with the
+        tokenizer (``forced_tokens`` only covers the single allowed token; a key name
+        in a JSON object is forced text that many token sequences spell). With
+        ``layout``, a choice between blanks and one other byte is no stop: the walk
+        takes what ``layout`` says the text so far put after the same byte (a guess
+        for a draft, never a constraint). Optional capability: default ``b""``."""
+        return b""
 
     def budget_window(self) -> int:
         """Remaining-token counts at or below which ``restrict_to_budget`` may act in the

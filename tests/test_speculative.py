@@ -129,6 +129,26 @@ def test_default_model_echo_tasks_are_identical_and_accept_drafts(default_model)
     assert fast.token_ids == plain.token_ids
 
 
+def test_the_constraint_drafter_spells_the_text_it_forces(default_model):
+    """JSON keys are forced text that many token sequences spell, so no single token is
+    forced; the constraint drafter drafts the tokenizer's own spelling of them (and the
+    layout the output uses around them), and the target keeps most of it."""
+    model, tokenizer = default_model
+    schema = {
+        "type": "object",
+        "properties": {"customer_name": {"type": "string"}, "customer_email": {"type": "string"}},
+        "required": ["customer_name", "customer_email"],
+    }
+    prompt = "Alice Johnson's email is alice@example.com. Write her record as JSON."
+    plain, fast = _same(
+        model, tokenizer, prompt, "constraint", json_schema=schema, chat=True, max_new_tokens=40
+    )
+    assert fast.token_ids == plain.token_ids and fast.valid
+    drafted = fast.stats["speculative"]["per_drafter"]["constraint"]
+    assert drafted["drafted"] > plain.stats["forced_tokens"] + 2, drafted
+    assert drafted["accepted"] >= drafted["drafted"] // 2, drafted
+
+
 def test_monitored_generations_are_identical(default_model, tmp_path):
     """Monitors (a live SQLite database; jedi over a project) with speculation."""
     import sqlite3

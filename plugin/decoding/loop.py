@@ -32,7 +32,7 @@ from plugin.samplers.asap import ASApTrie
 from plugin.samplers.awrs import awrs_step
 from plugin.samplers.sampling import SamplingParams, apply_repetition_penalty, choose_token, filter_logits
 from plugin.speculation.config import SpeculativeConfig
-from plugin.speculation.speculator import Speculator
+from plugin.speculation.speculator import Speculator, Spelling
 from plugin.speculation.tree import DraftTree
 from plugin.vocabulary import Vocabulary
 
@@ -250,6 +250,7 @@ def decode(
     asap_trie: ASApTrie | None = None,
     prompt_cache: CachedPrefix | None = None,
     speculative: SpeculativeConfig | None = None,
+    spell: Spelling | None = None,
 ) -> DecodeResult:
     """Generate up to ``max_new_tokens`` tokens after ``prompt_ids`` under ``matcher``.
 
@@ -271,6 +272,8 @@ def decode(
     For drafts that are point masses this is the speculative sampling rule (accept with
     probability ``p(d)``, else sample ``p`` without ``d``), so the output has the
     distribution of non-speculative decoding and greedy output is the same tokens.
+    ``spell``: the tokenizer's spelling of text (:func:`plugin.speculation.speculator.
+    tokenizer_spelling`), with which the constraint drafter drafts the text it forces.
     """
     start = time.perf_counter()
     if prompt_cache is not None:
@@ -310,7 +313,7 @@ def decode(
         asap=asap,
     )
     speculator = (
-        Speculator(speculative, model, logits.numel(), stop_ids, prompt_ids)
+        Speculator(speculative, model, logits.numel(), stop_ids, prompt_ids, spell)
         if speculative is not None
         else None
     )

@@ -1,10 +1,14 @@
 """Assembling one draft per target forward, and counting what the target kept.
 
 A draft is built in the order of :data:`plugin.speculation.config.DRAFTERS`: the tokens
-the constraint forces (certain to be accepted), then a copy from the context (context
-lookup); when nothing matches, a draft model's greedy chain; then, with the room left,
-a Token Recycling tree beside that chain (its first levels branch, so a wrong copy
-still leaves likely alternatives scored in the same forward). The whole draft is then
+the constraint forces (certain to be accepted) and the tokenizer's spelling of the text
+it forces (a JSON key once its first letters tell it apart: many token sequences spell
+it, the model nearly always writes the tokenizer's own), then a copy from the context
+(context lookup); when nothing matches, a draft model's greedy chain. The chain goes on
+in rounds, the constraint's text after each copy (a copied value, then the forced key
+that follows it, then the next copy), while the predicted reach allows. Then, with the
+room left, a Token Recycling tree beside the chain's first part (its first levels
+branch, so a wrong copy still leaves likely alternatives scored in the same forward). The whole draft is then
 cut by the constraint: a node the matcher refuses (or an end-of-sequence id) goes with
 everything under it, so the target never scores a token the constraint could not emit.
 
@@ -25,12 +29,12 @@ names the failure.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from plugin.matcher import Matcher
+from plugin.matcher import Layout, Matcher
 from plugin.speculation.config import SpeculativeConfig
 from plugin.speculation.draft_model import DraftModel
 from plugin.speculation.lookup import ContextLookup
@@ -39,6 +43,23 @@ from plugin.speculation.tree import DraftTree
 
 PRIOR_ACCEPTANCE = (2.0, 1.0)  # pseudo-counts (accepted, rejected) a feature starts with
 DECAY = 0.98  # old verdicts fade, so the rate follows the output's current stretch
+ROUNDS = 4  # constraint-then-copy rounds one chain may take
+SPELLED = ("spelled",)  # the feature of a token spelling forced text (not certain: counted)
+PRIOR_SPELLED = (8.0, 1.0)  # the tokenizer's own spelling is nearly always what the model writes
+
+Spelling = Callable[[bytes], list[int]]
+
+
+def tokenizer_spelling(tokenizer: Any) -> Spelling:
+    """How ``tokenizer`` itself spells a piece of text (given as UTF-8 bytes; a broken
+    last character is left out): the spelling a model trained on its output prefers."""
+
+    def spell(data: bytes) -> list[int]:
+        text = data.decode("utf-8", errors="ignore")
+        return list(tokenizer(text, add_special_tokens=False).input_ids) if text else []
+
+    return spell
+
 
 _RECYCLING: weakref.WeakKeyDictionary[Any, TokenRecycling] = weakref.WeakKeyDictionary()
 
@@ -61,8 +82,12 @@ class Speculator:
         vocab_size: int,
         stop_ids: frozenset[int],
         prompt_ids: Sequence[int],
+        spell: Spelling | None = None,
     ) -> None:
         self.config = config
+        self.spell = spell
+        self.layout = Layout()  # how the output lays out blanks, for forced-text guesses
+        self._read = 0  # output tokens the layout has read
         self.prompt_ids = list(prompt_ids)
         self._given = 0  # output tokens the context lookup has been fed
         self.stop_ids = stop_ids
@@ -87,53 +112,112 @@ class Speculator:
         if self.lookup is not None:
             self.lookup.add(out[self._given :])
             self._given = len(out)
+        if matcher is not None and self.spell is not None:
+            token_bytes = matcher.vocab.token_bytes
+            self.layout.read(b"".join(token_bytes[t] for t in out[self._read :]))
+            self._read = len(out)
         limit = min(self.config.max_draft, remaining)
         tree = DraftTree()
         if limit <= 0:
             return tree
-        if "constraint" in self.enabled and matcher is not None:
-            self._guarded("constraint", lambda: self._forced(matcher, tree, limit))
-        forced = list(tree.tokens)
-        tip = tree.tip()
-        for name in ("lookup", "draft_model"):
-            if name in self.enabled and limit > len(tree) and tree.tip() == tip:
-                self._guarded(
-                    name, lambda name=name: self._propose(name, out, forced, tree, limit - len(tree))
+        probe = matcher.fork() if matcher is not None else None
+        reach = 1.0  # predicted chance that the chain's end is reached
+        tip = -1  # where recycling branches: after the first round's constraint part
+        for round_ in range(ROUNDS):
+            before = len(tree)
+            if "constraint" in self.enabled and probe is not None:
+                reach = self._guarded(
+                    "constraint", lambda r=reach: self._forced(probe, tree, limit, r), reach
                 )
+            if round_ == 0:
+                tip = tree.tip()
+            copied = len(tree)
+            for name in ("lookup", "draft_model"):
+                if name in self.enabled and limit > len(tree) and len(tree) == copied:
+                    reach = self._guarded(
+                        name,
+                        lambda name=name, r=reach: self._propose(name, out, tree, limit, r),
+                        reach,
+                    )
+            if probe is not None and not self._follow(probe, tree, copied):
+                break  # the copy left the constraint's language: no next round after it
+            if len(tree) in (copied, before) or len(tree) >= limit:
+                break
         if "recycling" in self.enabled and limit > len(tree):
-            # alternatives beside the copied chain, best first
-            last = forced[-1] if forced else out[-1]
+            # alternatives beside the chain, best first
+            last = tree.tokens[tip] if tip >= 0 else out[-1]
             self._guarded("recycling", lambda: self._recycle(last, tree, tip, limit - len(tree)))
         return self._cut(tree, matcher)
 
-    def _forced(self, matcher: Matcher, tree: DraftTree, limit: int) -> None:
-        fork = matcher.fork()
-        for token in fork.forced_tokens()[:limit]:
-            if token in self.stop_ids:
-                break
-            fork.advance(token)
-            tree.add(token, tree.tip(), "constraint")
+    def _follow(self, probe: Matcher, tree: DraftTree, start: int) -> bool:
+        """Advance ``probe`` over the chain's nodes from ``start``; at the first one the
+        constraint refuses, cut the chain there (``_cut`` would) and say so."""
+        for i in range(start, len(tree)):
+            token = tree.tokens[i]
+            if token in self.stop_ids or not probe.accepts(token):
+                tree.truncate(i)
+                return False
+            probe.advance(token)
+        return True
 
-    def _propose(self, name: str, out: Sequence[int], forced: list[int], tree: DraftTree, room: int) -> None:
+    def _forced(self, probe: Matcher, tree: DraftTree, limit: int, reach: float) -> float:
+        """The forced tokens after the chain (``probe`` is the constraint there; it is
+        advanced), then the tokenizer's spelling of the forced text after them."""
+        for token in probe.forced_tokens()[: limit - len(tree)]:
+            if token in self.stop_ids:
+                return reach
+            probe.advance(token)
+            tree.add(token, tree.tip(), "constraint")
+        if self.spell is None or limit <= len(tree):
+            return reach
+        last = tree.tokens[-1] if tree.tokens else None
+        token_bytes = probe.vocab.token_bytes
+        tail = token_bytes[last] if last is not None else b""
+        data = probe.forced_bytes(Layout(self.layout.after, tail[-1] if tail else self.layout.last))
+        if not data:
+            return reach
         floor = 1 - self.config.stop_threshold
-        reach = 1.0
+        spelled = self.spell(data)
+        if spelled and len(probe.vocab.token_bytes[spelled[-1]]) == 1:
+            # a lone quote or blank that ends the forced text is where the tokenizer most
+            # often joins it to what follows (``":``, `` true``): leave it to the others
+            spelled.pop()
+        for token in spelled[: limit - len(tree)]:
+            chance = reach * self._rate("constraint", SPELLED)
+            if chance < floor or token in self.stop_ids or not probe.accepts(token):
+                break
+            reach = chance
+            probe.advance(token)
+            tree.add(token, tree.tip(), "constraint", SPELLED)
+        return reach
+
+    def _propose(self, name: str, out: Sequence[int], tree: DraftTree, limit: int, reach: float) -> float:
+        """A copy (lookup) or a draft model's chain after the chain so far, while the
+        predicted reach stays above the floor; returns the reach at its end."""
+        floor = 1 - self.config.stop_threshold
+        room = limit - len(tree)
+        pending = list(tree.tokens)
+        first = reach == 1.0  # nothing uncertain before: the first node is always drafted
         if name == "lookup":
             assert self.lookup is not None
-            tokens, n = self.lookup.propose(forced, room)
+            tokens, n = self.lookup.propose(pending, room)
             for depth, token in enumerate(tokens, start=1):
                 feature = (n, depth_bucket(depth))
-                reach *= self._rate(name, feature)
-                if depth > 1 and reach < floor:
+                chance = reach * self._rate(name, feature)
+                if chance < floor and not (first and depth == 1):
                     break
+                reach = chance
                 tree.add(token, tree.tip(), name, feature)
         elif name == "draft_model":
             assert self.draft_model is not None
-            tokens, confidence = self.draft_model.propose([*self.prompt_ids, *out, *forced], room)
+            tokens, confidence = self.draft_model.propose([*self.prompt_ids, *out, *pending], room)
             for depth, (token, p) in enumerate(zip(tokens, confidence, strict=True), start=1):
-                reach *= p
-                if depth > 1 and reach < floor:
+                chance = reach * p
+                if chance < floor and not (first and depth == 1):
                     break
+                reach = chance
                 tree.add(token, tree.tip(), name, (depth_bucket(depth),))
+        return reach
 
     def _recycle(self, last: int, tree: DraftTree, tip: int, room: int) -> None:
         assert self.recycling is not None
@@ -151,7 +235,8 @@ class Speculator:
         """Predicted chance that a node of ``name`` with ``feature`` is the target's
         choice once its parent is reached (SpecDec++'s acceptance prediction, counted
         instead of trained)."""
-        accepted, rejected = self.verdicts.get((name, feature), PRIOR_ACCEPTANCE)
+        prior = PRIOR_SPELLED if feature == SPELLED else PRIOR_ACCEPTANCE
+        accepted, rejected = self.verdicts.get((name, feature), prior)
         return accepted / (accepted + rejected)
 
     def _cut(self, tree: DraftTree, matcher: Matcher | None) -> DraftTree:
@@ -172,14 +257,17 @@ class Speculator:
             states[i] = state
         return kept
 
-    def _guarded(self, name: str, action: Any) -> None:
+    def _guarded(self, name: str, action: Callable[[], Any], default: Any = None) -> Any:
+        """``action()``, or ``default`` once ``name`` is off or has failed (a failing
+        drafter is switched off: a draft must never change the output)."""
         if name not in self.enabled:
-            return
+            return default
         try:
-            action()
-        except Exception as exc:  # a drafter must never change the output
+            return action()
+        except Exception as exc:
             self.enabled.remove(name)
             self.failures[name] = f"{type(exc).__name__}: {exc}"
+            return default
 
     # ----------------------------------------------------------------- feedback
     def observe(self, tree: DraftTree, path: list[int], fed: list[int], rows: torch.Tensor) -> None:
@@ -192,7 +280,7 @@ class Speculator:
         kept = set(path)
         for parent in [-1, *path]:
             for i, p in enumerate(tree.parents):
-                if p == parent and tree.sources[i] != "constraint":
+                if p == parent and (tree.sources[i] != "constraint" or tree.features[i]):
                     self._verdict((tree.sources[i], tree.features[i]), accepted=i in kept)
         for i, name in enumerate(tree.sources):
             self.drafted[name] = self.drafted.get(name, 0) + 1
@@ -203,7 +291,7 @@ class Speculator:
             self._guarded("recycling", lambda: self.recycling.observe(tail, rows))  # type: ignore[union-attr]
 
     def _verdict(self, key: tuple[str, tuple[int, ...]], *, accepted: bool) -> None:
-        counts = self.verdicts.setdefault(key, list(PRIOR_ACCEPTANCE))
+        counts = self.verdicts.setdefault(key, list(PRIOR_SPELLED if key[1] == SPELLED else PRIOR_ACCEPTANCE))
         counts[0] = counts[0] * DECAY + accepted
         counts[1] = counts[1] * DECAY + (not accepted)
 

@@ -30,6 +30,10 @@ class DraftTree:
         self.features.append(feature)
         return len(self.tokens) - 1
 
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` nodes (a chain's prefix: no kept node has a dropped parent)."""
+        del self.tokens[n:], self.parents[n:], self.sources[n:], self.features[n:]
+
     def __len__(self) -> int:
         return len(self.tokens)
 
