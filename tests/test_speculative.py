@@ -96,9 +96,7 @@ def test_a_draft_model_sharing_the_vocabulary_drafts_losslessly(
     assert fast.token_ids == plain.token_ids
     assert fast.stats["speculative"]["per_drafter"]["draft_model"]["drafted"] > 0
     # the tiny model drafting for itself is always right
-    self_config = SpeculativeConfig(
-        drafters=("draft_model",), draft_model=tiny_model, max_draft=6, stop_threshold=1.0
-    )
+    self_config = SpeculativeConfig(drafters=("draft_model",), draft_model=tiny_model, max_draft=6)
     again = constrained_generate(
         tiny_model, default_tokenizer, prompt, speculative=self_config, max_new_tokens=24
     )

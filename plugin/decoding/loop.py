@@ -82,15 +82,13 @@ class _Model:
         self.cached = len(prompt_cache.ids) if prompt_cache is not None else 0
         self.length = self.cached  # positions the cache holds
         self.seconds = 0.0
-        self.last_seconds = 0.0  # the last forward's
 
     def feed(self, token_ids: list[int]) -> torch.Tensor:
         """Append ``token_ids`` to the context; return float32 logits for the next token."""
         start = time.perf_counter()
         logits = extend(self.model, self.cache, token_ids)
         self.length += len(token_ids)
-        self.last_seconds = time.perf_counter() - start
-        self.seconds += self.last_seconds
+        self.seconds += time.perf_counter() - start
         return logits
 
     def verify(self, token_ids: list[int], draft: DraftTree) -> torch.Tensor:
@@ -105,8 +103,7 @@ class _Model:
             parents = [i - 1 for i in range(n)] + [p + n if p >= 0 else n - 1 for p in draft.parents]
         rows = score(self.model, self.cache, token_ids + draft.tokens, len(draft) + 1, parents)
         self.length += n
-        self.last_seconds = time.perf_counter() - start
-        self.seconds += self.last_seconds
+        self.seconds += time.perf_counter() - start
         return rows
 
     def keep(self, path: list[int]) -> None:
@@ -349,10 +346,9 @@ def decode(
             logits = runner.feed(emit)
             continue
         t0 = time.perf_counter()
-        draft = speculator.draft(out, matcher, max_new_tokens - len(out), len(emit))
+        draft = speculator.draft(out, matcher, max_new_tokens - len(out))
         draft_seconds += time.perf_counter() - t0
         rows = runner.verify(emit, draft)
-        speculator.forward_took(len(emit) + len(draft), runner.last_seconds)
         path: list[int] = []
         node = -1
         while True:

@@ -46,12 +46,11 @@ class TokenRecycling:
         parent: int,
         rate: Callable[[int, int], float],
         floor: float,
-        base: float = 1.0,
     ) -> None:
         """Grow up to ``limit`` nodes under ``parent`` (whose token is ``last``) into
         ``tree``, best first: a candidate of rank ``r`` at depth ``d`` is reached with the
-        chance its parent is (``base`` for ``parent``) times ``rate(d, r)``; candidates
-        below ``floor`` are left out (a dynamic tree, as EAGLE-2 and Sequoia size theirs)."""
+        chance its parent is times ``rate(d, r)``; candidates below ``floor`` are left out
+        (a dynamic tree, as EAGLE-2 and Sequoia size theirs)."""
         if not 0 <= last < self.table.shape[0]:
             return
         heap: list[tuple[float, int, int, int, int, int]] = []
@@ -65,11 +64,11 @@ class TokenRecycling:
                     heapq.heappush(heap, (-chance, order, node, cand, depth + 1, rank))
                     order += 1
 
-        offer(parent, last, 0, base)
+        offer(parent, last, 0, 1.0)
         added = 0
         while heap and added < limit:
             neg, _, node, token, depth, rank = heapq.heappop(heap)
-            child = tree.add(token, node, self.name, (depth_bucket(depth), rank), -neg)
+            child = tree.add(token, node, self.name, (depth_bucket(depth), rank))
             added += 1
             offer(child, token, depth, -neg)
 

@@ -61,47 +61,7 @@ def tokenizer_spelling(tokenizer: Any) -> Spelling:
     return spell
 
 
-COST_PRIOR_STEP = 0.05  # a forward's cost per extra token, relative, until measured (optimistic)
-COST_AVERAGING = 0.2  # weight of the newest forward in the moving average of its size
-
 _RECYCLING: weakref.WeakKeyDictionary[Any, TokenRecycling] = weakref.WeakKeyDictionary()
-_COSTS: weakref.WeakKeyDictionary[Any, ForwardCosts] = weakref.WeakKeyDictionary()
-
-
-class ForwardCosts:
-    """Seconds of one target forward by the number of tokens it reads, learned from the
-    forwards themselves (a moving average per count), kept per model for the process.
-
-    Why measured: the draft size that pays is the machine's. On two CPU cores the
-    default model's forward over 3 tokens costs about 1.2 forwards over one, over 4
-    about 1.75 (the BLAS kernel for 4 or more rows is another one), over 12 about 2.2;
-    on a GPU extra tokens cost almost nothing. A size not measured yet is assumed cheap
-    (``COST_PRIOR_STEP``), so it gets tried once and then known."""
-
-    def __init__(self) -> None:
-        self._mean: dict[int, float] = {}
-
-    def observe(self, tokens: int, seconds: float) -> None:
-        mean = self._mean.get(tokens)
-        self._mean[tokens] = seconds if mean is None else mean + COST_AVERAGING * (seconds - mean)
-
-    def knows(self, tokens: int) -> bool:
-        return tokens in self._mean
-
-    def relative(self, tokens: int) -> float:
-        """The cost of a forward over ``tokens`` tokens in forwards over one."""
-        one, mine = self._mean.get(1), self._mean.get(tokens)
-        if one and mine:
-            return mine / one
-        return 1.0 + COST_PRIOR_STEP * (tokens - 1)
-
-
-def costs_for(model: Any) -> ForwardCosts:
-    """The process-wide forward costs of ``model``."""
-    found = _COSTS.get(model)
-    if found is None:
-        found = _COSTS[model] = ForwardCosts()
-    return found
 
 
 def recycling_for(model: Any, vocab_size: int) -> TokenRecycling:
@@ -136,7 +96,6 @@ class Speculator:
         if self.lookup is not None:
             self.lookup.add(self.prompt_ids)
         self.recycling = recycling_for(model, vocab_size) if "recycling" in self.enabled else None
-        self.costs = costs_for(model)
         self.draft_model = DraftModel(config.draft_model) if "draft_model" in self.enabled else None
         self.verdicts: dict[tuple[str, tuple[int, ...]], list[float]] = {}
         self.drafted = dict.fromkeys(self.enabled, 0)
@@ -146,11 +105,10 @@ class Speculator:
         self.scored = 0
 
     # ----------------------------------------------------------------- drafting
-    def draft(self, out: Sequence[int], matcher: Matcher | None, remaining: int, fed: int = 1) -> DraftTree:
+    def draft(self, out: Sequence[int], matcher: Matcher | None, remaining: int) -> DraftTree:
         """A draft of at most ``min(max_draft, remaining)`` nodes after the prompt and
-        ``out`` (the output so far, ending with the ``fed`` tokens about to be fed with
-        it; it only grows), every node allowed by ``matcher``, cut to the size that
-        maximises the expected tokens per second of the forward (:meth:`_sized`)."""
+        ``out`` (the output so far, ending with the tokens about to be fed; it only
+        grows), every node allowed by ``matcher``."""
         if self.lookup is not None:
             self.lookup.add(out[self._given :])
             self._given = len(out)
@@ -189,29 +147,7 @@ class Speculator:
             # alternatives beside the chain, best first
             last = tree.tokens[tip] if tip >= 0 else out[-1]
             self._guarded("recycling", lambda: self._recycle(last, tree, tip, limit - len(tree)))
-        return self._sized(self._cut(tree, matcher), fed)
-
-    def _sized(self, tree: DraftTree, fed: int) -> DraftTree:
-        """The best nodes of ``tree`` (highest reach first), as many as maximise the
-        expected output tokens of the forward (1 + the sum of their reaches) over its
-        measured cost (:class:`ForwardCosts`)."""
-        if not tree or self.config.stop_threshold >= 1.0:  # 1.0: always draft up to max_draft
-            return tree
-        if fed == 1 and not self.costs.knows(1):
-            return DraftTree()  # once per model and process: the forward every cost is relative to
-        reaches = sorted(tree.reach, reverse=True)
-        best_k, best = 0, 1.0 / self.costs.relative(fed)
-        gain = 1.0
-        for k, reach in enumerate(reaches, start=1):
-            gain += reach
-            value = gain / self.costs.relative(fed + k)
-            if value > best:
-                best_k, best = k, value
-        return tree if best_k == len(tree) else tree.best(best_k)
-
-    def forward_took(self, tokens: int, seconds: float) -> None:
-        """One target forward over ``tokens`` tokens took ``seconds``."""
-        self.costs.observe(tokens, seconds)
+        return self._cut(tree, matcher)
 
     def _follow(self, probe: Matcher, tree: DraftTree, start: int) -> bool:
         """Advance ``probe`` over the chain's nodes from ``start``; at the first one the
@@ -231,7 +167,7 @@ class Speculator:
             if token in self.stop_ids:
                 return reach
             probe.advance(token)
-            tree.add(token, tree.tip(), "constraint", (), reach)
+            tree.add(token, tree.tip(), "constraint")
         if self.spell is None or limit <= len(tree):
             return reach
         last = tree.tokens[-1] if tree.tokens else None
@@ -252,7 +188,7 @@ class Speculator:
                 break
             reach = chance
             probe.advance(token)
-            tree.add(token, tree.tip(), "constraint", SPELLED, chance)
+            tree.add(token, tree.tip(), "constraint", SPELLED)
         return reach
 
     def _propose(self, name: str, out: Sequence[int], tree: DraftTree, limit: int, reach: float) -> float:
@@ -271,7 +207,7 @@ class Speculator:
                 if chance < floor and not (first and depth == 1):
                     break
                 reach = chance
-                tree.add(token, tree.tip(), name, feature, chance)
+                tree.add(token, tree.tip(), name, feature)
         elif name == "draft_model":
             assert self.draft_model is not None
             tokens, confidence = self.draft_model.propose([*self.prompt_ids, *out, *pending], room)
@@ -280,7 +216,7 @@ class Speculator:
                 if chance < floor and not (first and depth == 1):
                     break
                 reach = chance
-                tree.add(token, tree.tip(), name, (depth_bucket(depth),), chance)
+                tree.add(token, tree.tip(), name, (depth_bucket(depth),))
         return reach
 
     def _recycle(self, last: int, tree: DraftTree, tip: int, room: int) -> None:
@@ -293,7 +229,6 @@ class Speculator:
             tip,
             lambda depth, rank: self._rate("recycling", (depth_bucket(depth), rank)),
             1 - self.config.stop_threshold,
-            tree.reach[tip] if tip >= 0 else 1.0,
         )
 
     def _rate(self, name: str, feature: tuple[int, ...]) -> float:
@@ -318,7 +253,7 @@ class Speculator:
                     continue
                 state = state.fork()
                 state.advance(token)
-            where[i] = kept.add(token, where[parent], tree.sources[i], tree.features[i], tree.reach[i])
+            where[i] = kept.add(token, where[parent], tree.sources[i], tree.features[i])
             states[i] = state
         return kept
 

@@ -2,10 +2,8 @@
 
 ``parents[i]`` is the index of the node before node ``i`` (-1: the context's last
 token). A chain has ``parents[i] == i - 1``. Every node records the drafter that
-proposed it, the feature its acceptance is predicted by (for example its depth and
-rank), so acceptance is counted per drafter and per feature, and its predicted *reach*:
-the chance that the target keeps it (the product of the acceptance rates along its
-path, so never more than its parent's).
+proposed it and the feature its acceptance is predicted by (for example its depth and
+rank), so acceptance is counted per drafter and per feature.
 """
 
 from __future__ import annotations
@@ -19,11 +17,8 @@ class DraftTree:
     parents: list[int] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     features: list[tuple[int, ...]] = field(default_factory=list)
-    reach: list[float] = field(default_factory=list)
 
-    def add(
-        self, token: int, parent: int, source: str, feature: tuple[int, ...] = (), reach: float = 1.0
-    ) -> int:
+    def add(self, token: int, parent: int, source: str, feature: tuple[int, ...] = ()) -> int:
         """Append a node under ``parent``; its index (the existing node's when
         ``parent`` already has a child with this token: siblings are distinct)."""
         for i, p in enumerate(self.parents):
@@ -33,25 +28,11 @@ class DraftTree:
         self.parents.append(parent)
         self.sources.append(source)
         self.features.append(feature)
-        self.reach.append(reach)
         return len(self.tokens) - 1
 
     def truncate(self, n: int) -> None:
         """Keep the first ``n`` nodes (a chain's prefix: no kept node has a dropped parent)."""
-        del self.tokens[n:], self.parents[n:], self.sources[n:], self.features[n:], self.reach[n:]
-
-    def best(self, k: int) -> DraftTree:
-        """The ``k`` nodes of highest reach (a parent's reach is at least its child's, so
-        every kept node keeps its ancestors), in that order, as a new tree."""
-        order = sorted(range(len(self.tokens)), key=lambda i: -self.reach[i])[:k]
-        where = {-1: -1}
-        out = DraftTree()
-        for i in order:
-            if self.parents[i] in where:  # always, unless reaches were not monotone
-                where[i] = out.add(
-                    self.tokens[i], where[self.parents[i]], self.sources[i], self.features[i], self.reach[i]
-                )
-        return out
+        del self.tokens[n:], self.parents[n:], self.sources[n:], self.features[n:]
 
     def __len__(self) -> int:
         return len(self.tokens)
