@@ -25,7 +25,7 @@ from grammars.lexer_dfa import DEAD, START, LexerDFA
 from grammars.syntax import Syntax
 from grammars.token_tables import TokenBytes, TokenTable, build_table, load_table, save_table
 from plugin.errors import ConstraintViolation, prefix_error
-from plugin.matcher import Layout, Matcher
+from plugin.matcher import Layout, Matcher, next_forced_byte
 from plugin.vocabulary import Vocabulary
 
 _MASK_CACHE_BYTES = 256 * 1024 * 1024
@@ -186,14 +186,9 @@ def _forced_bytes(g: CompiledGrammar, q: int, syn: Hashable, layout: Layout | No
             if after is not None:
                 restart = lexer.trans[START]
                 allowed |= (row == DEAD) & (restart != DEAD) & syntax.ok_states(after)[restart]
-        only = np.flatnonzero(allowed)
-        if only.size == 1:
-            byte = int(only[0])
-        else:
-            picked = layout.pick(only.tolist(), prev) if layout is not None and only.size else None
-            if picked is None:
-                break
-            byte = picked
+        byte = next_forced_byte(np.flatnonzero(allowed).tolist(), layout, prev)
+        if byte is None:
+            break
         found = _walk(g, q, syn, bytes((byte,)), check=True)
         if found is None:
             break

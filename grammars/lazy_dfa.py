@@ -36,7 +36,7 @@ from grammars.native import dfa_allowed, trie_of
 from grammars.state_cache import STATE_CACHE
 from grammars.token_tables import TokenBytes
 from plugin.errors import CompileTimeout, prefix_error
-from plugin.matcher import Layout
+from plugin.matcher import Layout, next_forced_byte
 from plugin.vocabulary import Vocabulary
 
 DEAD = 0
@@ -294,14 +294,9 @@ class CompiledLazyDFA(AllowedRows):
             while len(out) < _FORCED_BYTES_LIMIT and not dfa.final[q]:
                 if not dfa.built[q]:
                     dfa.build_row(q)
-                live = np.flatnonzero(dfa.trans[q])
-                if live.size == 1:
-                    byte = int(live[0])
-                else:
-                    picked = layout.pick(live.tolist(), prev) if layout is not None and live.size else None
-                    if picked is None:
-                        break
-                    byte = picked
+                byte = next_forced_byte(np.flatnonzero(dfa.trans[q]).tolist(), layout, prev)
+                if byte is None:
+                    break
                 out.append(byte)
                 prev = byte
                 q = int(dfa.trans[q, byte])

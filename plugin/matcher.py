@@ -62,6 +62,14 @@ class Layout:
         return others[0] if seen == -1 else (seen if seen in live else None)
 
 
+def next_forced_byte(live: list[int], layout: Layout | None, prev: int) -> int | None:
+    """The byte a forced-text walk takes among the ``live`` ones after ``prev``: the only
+    one, or ``layout``'s guess at a blank-or-not choice; None where the walk stops."""
+    if len(live) == 1:
+        return live[0]
+    return layout.pick(live, prev) if layout is not None and live else None
+
+
 class Matcher(ABC):
     """Per-sequence state of a compiled constraint (see module docstring)."""
 

@@ -8,18 +8,20 @@ it, the model nearly always writes the tokenizer's own), then a copy from the co
 in rounds, the constraint's text after each copy (a copied value, then the forced key
 that follows it, then the next copy), while the predicted reach allows. Then, with the
 room left, a Token Recycling tree beside the chain's first part (its first levels
-branch, so a wrong copy still leaves likely alternatives scored in the same forward). The whole draft is then
-cut by the constraint: a node the matcher refuses (or an end-of-sequence id) goes with
-everything under it, so the target never scores a token the constraint could not emit.
+branch, so a wrong copy still leaves likely alternatives scored in the same forward).
+The whole draft is then cut by the constraint: a node the matcher refuses (or an
+end-of-sequence id) goes with everything under it, so the target never scores a token
+the constraint could not emit.
 
 Adaptive stopping (SpecDec++'s rule with a counted, not trained, predictor): every node
 has a predicted chance of being the target's choice once its parent is reached, counted
 per drafter and feature (context lookup: match length and depth; Token Recycling: depth
-and candidate rank; a draft model: its own probability). A node's chance of being
-reached is the product along its path, and drafting stops where that falls below
-``1 - stop_threshold``: on two CPU cores a forward over three tokens costs about one over
-one token, each further token about a seventh of a forward, so a node is worth scoring
-only while it is likely enough to be kept.
+and candidate rank; a draft model: its own probability; spelled forced text: one rate).
+A node's chance of being reached is the product along its path, and drafting stops
+where that falls below ``1 - stop_threshold``: on two CPU cores a forward over 3 tokens
+costs about 1.2 forwards over one and over 4 about 1.75 (bench figures in
+docs/speculative.md), so a node is worth scoring only while it is likely enough to be
+kept.
 
 A drafter that raises is switched off for the rest of the generation; the output is
 unchanged (a draft only decides how many positions one forward scores) and ``stats``
