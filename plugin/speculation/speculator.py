@@ -180,7 +180,7 @@ class Speculator:
             return reach
         floor = 1 - self.config.stop_threshold
         spelled = self.spell(data)
-        if spelled and len(probe.vocab.token_bytes[spelled[-1]]) == 1:
+        if spelled and len(token_bytes[spelled[-1]]) == 1:
             # a lone quote or blank that ends the forced text is where the tokenizer most
             # often joins it to what follows (``":``, `` true``): leave it to the others
             spelled.pop()
