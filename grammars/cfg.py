@@ -186,7 +186,7 @@ def _forced_bytes(g: CompiledGrammar, q: int, syn: Hashable, layout: Layout | No
             if after is not None:
                 restart = lexer.trans[START]
                 allowed |= (row == DEAD) & (restart != DEAD) & syntax.ok_states(after)[restart]
-        byte = next_forced_byte(np.flatnonzero(allowed).tolist(), layout, prev)
+        byte = next_forced_byte(np.flatnonzero(allowed), layout, prev)
         if byte is None:
             break
         found = _walk(g, q, syn, bytes((byte,)), check=True)

@@ -294,7 +294,7 @@ class CompiledLazyDFA(AllowedRows):
             while len(out) < _FORCED_BYTES_LIMIT and not dfa.final[q]:
                 if not dfa.built[q]:
                     dfa.build_row(q)
-                byte = next_forced_byte(np.flatnonzero(dfa.trans[q]).tolist(), layout, prev)
+                byte = next_forced_byte(np.flatnonzero(dfa.trans[q]), layout, prev)
                 if byte is None:
                     break
                 out.append(byte)

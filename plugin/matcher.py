@@ -20,7 +20,7 @@ matcher (nothing is allowed after it). Samplers therefore never special-case EOS
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,12 +62,13 @@ class Layout:
         return others[0] if seen == -1 else (seen if seen in live else None)
 
 
-def next_forced_byte(live: list[int], layout: Layout | None, prev: int) -> int | None:
-    """The byte a forced-text walk takes among the ``live`` ones after ``prev``: the only
-    one, or ``layout``'s guess at a blank-or-not choice; None where the walk stops."""
+def next_forced_byte(live: Sequence[int], layout: Layout | None, prev: int) -> int | None:
+    """The byte a forced-text walk takes among the ``live`` ones after ``prev`` (any
+    sequence: a numpy array is read as it is, on the jump-forward path): the only one,
+    or ``layout``'s guess at a blank-or-not choice; None where the walk stops."""
     if len(live) == 1:
-        return live[0]
-    return layout.pick(live, prev) if layout is not None and live else None
+        return int(live[0])
+    return layout.pick((int(b) for b in live), prev) if layout is not None and len(live) else None
 
 
 class Matcher(ABC):
