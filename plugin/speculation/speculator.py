@@ -18,10 +18,9 @@ has a predicted chance of being the target's choice once its parent is reached, 
 per drafter and feature (context lookup: match length and depth; Token Recycling: depth
 and candidate rank; a draft model: its own probability; spelled forced text: one rate).
 A node's chance of being reached is the product along its path, and drafting stops
-where that falls below ``1 - stop_threshold``: on two CPU cores a forward over 3 tokens
-costs about 1.2 forwards over one and over 4 about 1.75 (bench figures in
-docs/speculative.md), so a node is worth scoring only while it is likely enough to be
-kept.
+where that falls below ``1 - stop_threshold``: on two CPU cores a forward over 3 tokens costs about 1.3
+forwards over one and over 4 about 1.6 (``bench/forward_cost.py``), so a node is worth
+scoring only while it is likely enough to be kept.
 
 A drafter that raises is switched off for the rest of the generation; the output is
 unchanged (a draft only decides how many positions one forward scores) and ``stats``
