@@ -261,6 +261,18 @@ def test_context_lookup_copies_the_longest_recent_match():
     assert fresh.propose([], 4) == ([], 0)
 
 
+def test_context_lookup_repeats_past_the_present_and_counts_the_agreement():
+    lookup = ContextLookup(3)
+    lookup.add([5, 1, 2, 3, 1, 2, 3])
+    # the source "1 2 3" runs into the present: the copy goes on from what it writes
+    assert lookup.propose([], 8) == ([1, 2, 3, 1, 2, 3, 1, 2], 3)
+    # after a pending 1, "2 3 1" matched and 4 tokens agree (the 5 before does not)
+    assert lookup.propose([1], 4) == ([2, 3, 1, 2], 4)
+    long = ContextLookup(3, extra=[4, 10, 11, 12, 13, 14, 15, 16, 17, 18, 99])
+    long.add([10, 11, 12, 13, 14, 15, 16, 17, 18])
+    assert long.propose([], 1) == ([99], 9)  # agreement counts back past the 3-gram
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [

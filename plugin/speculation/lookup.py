@@ -6,11 +6,21 @@ since the last draft, so a draft costs a few dict lookups, not a scan of a 4,000
 document. Searchable tokens: ``lookup_ids`` (the language server's whole document), then
 the prompt and the output as it grows.
 The longest matching suffix wins; among equal ones the most recent.
+
+Two things decide how far a copy is worth drafting, so :meth:`ContextLookup.propose`
+reports them. How long the context agrees with the source before the match (up to
+``AGREEMENT`` tokens, far past the ``ngram`` the index is keyed by): a copy after 8
+agreeing tokens is kept far more often than one after a single shared token. And a
+match that runs into the present (the output repeating itself: list items, a loop's
+lines) copies on from what the copy itself writes, as LZ77 does, instead of stopping
+where the known text ends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+AGREEMENT = 16  # most tokens of agreement before a match that are counted
 
 
 class ContextLookup:
@@ -47,16 +57,36 @@ class ContextLookup:
 
     def propose(self, pending: Sequence[int], limit: int) -> tuple[list[int], int]:
         """Up to ``limit`` tokens that followed the longest recent match of the last
-        tokens of the context plus ``pending`` (drafted, not yet accepted), and the
-        match's length (``([], 0)`` when nothing matches)."""
-        recent = [*self._seen[-self.ngram :], *pending][-self.ngram :]
+        tokens of the context plus ``pending`` (drafted, not yet accepted), and how many
+        tokens before the copy agree with the context (``([], 0)`` when nothing
+        matches)."""
+        recent = [*self._seen[-AGREEMENT:], *pending][-AGREEMENT:]
         corpus = self._corpus
-        for n in range(len(recent), 0, -1):
+        for n in range(min(self.ngram, len(recent)), 0, -1):
             end = self._index.get(tuple(recent[-n:]))
-            if end is not None:
-                follow = corpus[end + 1 : end + 1 + limit]
-                if -1 in follow:
-                    follow = follow[: follow.index(-1)]
-                if follow:
-                    return follow, n
+            if end is None:
+                continue
+            follow = corpus[end + 1 : end + 1 + limit]
+            if -1 in follow:
+                follow = follow[: follow.index(-1)]
+            elif len(follow) < limit:
+                # the source runs into the present: after the corpus come ``pending``,
+                # then the copy itself, so a repeat goes on repeating
+                written = [*pending, *follow]
+                at = end + 1 + len(follow) - len(corpus)
+                while len(follow) < limit and at < len(written):
+                    follow.append(written[at])
+                    written.append(written[at])
+                    at += 1
+            if follow:
+                return follow, self._agreement(recent, end, n)
         return [], 0
+
+    def _agreement(self, recent: list[int], end: int, n: int) -> int:
+        """Tokens of ``recent`` that equal the corpus up to ``end`` (at least the ``n``
+        of the match), counted back to ``AGREEMENT`` or a seam."""
+        corpus = self._corpus
+        k = n
+        while k < len(recent) and end - k >= 0 and corpus[end - k] == recent[-1 - k] != -1:
+            k += 1
+        return k

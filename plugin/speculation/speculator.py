@@ -8,15 +8,18 @@ it, the model nearly always writes the tokenizer's own), then a copy from the co
 in rounds, the constraint's text after each copy (a copied value, then the forced key
 that follows it, then the next copy), while the predicted reach allows. Then, with the
 room left, a Token Recycling tree beside the chain's first part (its first levels
-branch, so a wrong copy still leaves likely alternatives scored in the same forward).
+branch, so a wrong copy still leaves likely alternatives scored in the same forward);
+a draft still smaller than ``CHEAP_NODES`` takes recycled candidates of lower reach
+too, because the first few drafted tokens cost little.
 The whole draft is then cut by the constraint: a node the matcher refuses (or an
 end-of-sequence id) goes with everything under it, so the target never scores a token
 the constraint could not emit.
 
 Adaptive stopping (SpecDec++'s rule with a counted, not trained, predictor): every node
 has a predicted chance of being the target's choice once its parent is reached, counted
-per drafter and feature (context lookup: match length and depth; Token Recycling: depth
-and candidate rank; a draft model: its own probability; spelled forced text: one rate).
+per drafter and feature (context lookup: how many tokens agree before the copy, and
+depth; Token Recycling: depth and candidate rank; a draft model: its own probability;
+spelled forced text: one rate), kept per model for the process.
 A node's chance of being reached is the product along its path, and drafting stops
 where that falls below ``1 - stop_threshold``: on two CPU cores a forward over 3 tokens costs about 1.3
 forwards over one and over 4 about 1.6 (``bench/forward_cost.py``), so a node is worth
@@ -45,6 +48,12 @@ from plugin.speculation.tree import DraftTree
 PRIOR_ACCEPTANCE = (2.0, 1.0)  # pseudo-counts (accepted, rejected) a feature starts with
 DECAY = 0.98  # old verdicts fade, so the rate follows the output's current stretch
 ROUNDS = 4  # constraint-then-copy rounds one chain may take
+# A forward over 1-3 drafted tokens besides the decided one costs 1.15-1.6 forwards over
+# one (bench/forward_cost.py); deeper ones cost more each. So a draft smaller than
+# CHEAP_NODES is filled with the best recycled candidates down to a reach of CHEAP_FLOOR
+# (below the usual floor): a candidate kept one time in eight already pays for itself.
+CHEAP_NODES = 3
+CHEAP_FLOOR = 0.12
 SPELLED = ("spelled",)  # the feature of a token spelling forced text (not certain: counted)
 PRIOR_SPELLED = (8.0, 1.0)  # the tokenizer's own spelling is nearly always what the model writes
 
@@ -62,7 +71,10 @@ def tokenizer_spelling(tokenizer: Any) -> Spelling:
     return spell
 
 
+Verdicts = dict[tuple[str, tuple[int, ...]], list[float]]
+
 _RECYCLING: weakref.WeakKeyDictionary[Any, TokenRecycling] = weakref.WeakKeyDictionary()
+_VERDICTS: weakref.WeakKeyDictionary[Any, Verdicts] = weakref.WeakKeyDictionary()
 
 
 def recycling_for(model: Any, vocab_size: int) -> TokenRecycling:
@@ -71,6 +83,23 @@ def recycling_for(model: Any, vocab_size: int) -> TokenRecycling:
     if found is None or found.table.shape[0] != vocab_size:
         found = _RECYCLING[model] = TokenRecycling(vocab_size)
     return found
+
+
+def verdicts_for(model: Any) -> Verdicts:
+    """The process-wide acceptance counters of ``model`` (drafter and feature → decayed
+    accepted and rejected counts). Kept across generations, as the recycling table is:
+    a generation of 30 tokens would otherwise spend most of its forwards relearning,
+    from the priors, that deep recycled candidates are rarely kept."""
+    found = _VERDICTS.get(model)
+    if found is None:
+        found = _VERDICTS[model] = {}
+    return found
+
+
+def agreement_bucket(tokens: int) -> int:
+    """The context lookup's feature: how many tokens agree before the copy (1, 2, 3,
+    4-7, 8-15, 16 or more), counted apart because longer agreement is kept more often."""
+    return tokens if tokens <= 3 else 4 if tokens < 8 else 8 if tokens < 16 else 16
 
 
 class Speculator:
@@ -98,7 +127,7 @@ class Speculator:
             self.lookup.add(self.prompt_ids)
         self.recycling = recycling_for(model, vocab_size) if "recycling" in self.enabled else None
         self.draft_model = DraftModel(config.draft_model) if "draft_model" in self.enabled else None
-        self.verdicts: dict[tuple[str, tuple[int, ...]], list[float]] = {}
+        self.verdicts = verdicts_for(model)
         self.drafted = dict.fromkeys(self.enabled, 0)
         self.accepted = dict.fromkeys(self.enabled, 0)
         self.failures: dict[str, str] = {}
@@ -147,7 +176,12 @@ class Speculator:
         if "recycling" in self.enabled and limit > len(tree):
             # alternatives beside the chain, best first
             last = tree.tokens[tip] if tip >= 0 else out[-1]
-            self._guarded("recycling", lambda: self._recycle(last, tree, tip, limit - len(tree)))
+            floor = 1 - self.config.stop_threshold
+            self._guarded("recycling", lambda: self._recycle(last, tree, tip, limit - len(tree), floor))
+            cheap = min(CHEAP_NODES, limit)
+            if len(tree) < cheap:
+                room = cheap - len(tree)
+                self._guarded("recycling", lambda: self._recycle(last, tree, tip, room, CHEAP_FLOOR))
         return self._cut(tree, matcher)
 
     def _follow(self, probe: Matcher, tree: DraftTree, start: int) -> bool:
@@ -201,9 +235,9 @@ class Speculator:
         first = reach == 1.0  # nothing uncertain before: the first node is always drafted
         if name == "lookup":
             assert self.lookup is not None
-            tokens, n = self.lookup.propose(pending, room)
+            tokens, agreed = self.lookup.propose(pending, room)
             for depth, token in enumerate(tokens, start=1):
-                feature = (n, depth_bucket(depth))
+                feature = (agreement_bucket(agreed), depth_bucket(depth))
                 chance = reach * self._rate(name, feature)
                 if chance < floor and not (first and depth == 1):
                     break
@@ -220,7 +254,7 @@ class Speculator:
                 tree.add(token, tree.tip(), name, (depth_bucket(depth),))
         return reach
 
-    def _recycle(self, last: int, tree: DraftTree, tip: int, room: int) -> None:
+    def _recycle(self, last: int, tree: DraftTree, tip: int, room: int, floor: float) -> None:
         assert self.recycling is not None
         self.recycling.propose(
             last,
@@ -229,7 +263,7 @@ class Speculator:
             tree,
             tip,
             lambda depth, rank: self._rate("recycling", (depth_bucket(depth), rank)),
-            1 - self.config.stop_threshold,
+            floor,
         )
 
     def _rate(self, name: str, feature: tuple[int, ...]) -> float:
