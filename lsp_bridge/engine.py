@@ -46,24 +46,6 @@ class Completion:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-class _Watched:
-    """A compiled constraint whose matcher the engine can look at while decoding (to end
-    an inline completion at the end of its line)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.vocab = inner.vocab
-        self.current: Any = None
-
-    def matcher(self) -> Any:
-        self.current = self.inner.matcher()
-        return self.current
-
-    def matcher_after(self, prefix: str | bytes) -> Any:
-        self.current = self.inner.matcher_after(prefix)
-        return self.current
-
-
 class Engine:
     """The model (loaded once, lazily) and the constraints per language."""
 
@@ -133,16 +115,19 @@ class Engine:
         )
         if cache.text != text:  # the document moved on: this request is stale
             return Completion("", "cancelled", 0, time.perf_counter() - started, None)
-        watched, should_stop = self._constraint(tokenizer, language, text, offset, path, root, stop)
+        constraint = self._constraint(tokenizer, language, text, offset, path, root)
         prefix = text[:offset]
         options: dict[str, Any] = {
             "prefix": prefix,
             "analysis_timeout": s.analysis_timeout,
-            "constraint": watched,
+            "constraint": constraint,
             "sampler": s.sampler,
             "max_new_tokens": s.max_tokens,
-            "should_stop": should_stop,
+            "should_stop": stop.is_set,
         }
+        if s.stop_at_newline:
+            # the line's end, checked at every token, so no draft is scored past it
+            options["end_when"] = _past_the_line
         speculative = resolve_speculative(s.speculative)
         if speculative is not None:
             # the context lookup may copy from the whole document, the text after the cursor too
@@ -179,16 +164,15 @@ class Engine:
         offset: int,
         path: Path | None,
         root: Path | None,
-        stop: threading.Event,
-    ) -> tuple[_Watched, Callable[[], bool]]:
+    ) -> Any:
         """The compiled constraint for a completion at ``offset`` (grammar or schema plus
-        monitors) and the ``should_stop`` that ends it (cancelled, or past the line's end)."""
+        monitors)."""
         from monitors import build_monitors, with_monitors
         from plugin.api import build_constraint
 
         s = self.settings
         lang: LanguageSettings = getattr(s, language)
-        prefix, suffix = text[:offset], text[offset:]
+        suffix = text[offset:]
         constraint_args: dict[str, Any] = {}
         schema = _document_schema(text, path) if language == "json" else None
         if schema is None and language == "json" and lang.schema is not None:
@@ -214,16 +198,12 @@ class Engine:
         compiled = with_monitors(compiled, monitors, compiled.vocab)
         if not hasattr(compiled, "matcher_after"):
             raise OptionError(f"the {language} constraint cannot continue a document (no completion mode)")
-        watched = _Watched(compiled)
-        start_len = len(prefix.encode())
+        return compiled
 
-        def should_stop() -> bool:
-            if stop.is_set():
-                return True
-            m = watched.current
-            return s.stop_at_newline and m is not None and b"\n" in m.text()[start_len:].lstrip(b"\n")
 
-        return watched, should_stop
+def _past_the_line(out: bytes) -> bool:
+    """An inline completion ends with the line it writes (leading line breaks aside)."""
+    return b"\n" in out.lstrip(b"\n")
 
 
 _SCHEMA_KEY = re.compile(r'^\s*\{\s*"\$schema"\s*:\s*"((?:[^"\\]|\\.)*)"')

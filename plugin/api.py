@@ -28,6 +28,7 @@ _OPTIONS = {
     "finish_within_budget",
     "constraint",
     "should_stop",
+    "end_when",
     "prefix",
     "asap_trie",
     "particles",
@@ -144,6 +145,8 @@ def _generate_smc(
 ) -> Generation:
     if matcher is None:
         raise OptionError("sampler='smc' needs a constraint (grammar=, json_schema= or regex=)")
+    if options.get("end_when") is not None:
+        raise OptionError("end_when= is not supported with sampler='smc' (its particles end together)")
     n = options.get("particles", 4)
     ess = options.get("ess_threshold", 0.5)
     if not isinstance(n, int) or n < 1:
@@ -225,8 +228,11 @@ def constrained_generate(
     ``finish_within_budget`` (near the end of ``max_new_tokens``, allow only tokens
     after which the constraint can still be completed in time; default True),
     ``constraint`` (an already compiled constraint), ``should_stop`` (a callable polled
-    every step, for cancellation), ``prefix`` (completion mode: text the matcher consumes
-    before generating, usually the code before the cursor that the prompt ends with;
+    every step, for cancellation), ``end_when`` (a callable given the output's bytes
+    after each token: True ends the generation there, ``"stop"``, and no speculative
+    draft is scored past it; the language server ends line completions with it),
+    ``prefix`` (completion mode: text the matcher consumes before generating, usually
+    the code before the cursor that the prompt ends with;
     the output then continues it, and ``prefix + text`` is what the constraint
     accepts; a prefix the constraint cannot continue raises ``PromptError``),
     ``asap_trie`` (with ``sampler="asap"``: the :class:`plugin.samplers.asap.ASApTrie` to learn in,
@@ -343,6 +349,7 @@ def constrained_generate(
         jump_forward=options.get("jump_forward", True),
         finish_within_budget=options.get("finish_within_budget", True),
         should_stop=options.get("should_stop"),
+        end_when=options.get("end_when"),
         sampler=sampler,
         asap_trie=_asap_trie(sampler, options, model, prompt_ids, constraint, matcher, params),
         prompt_cache=options.get("prompt_cache"),

@@ -353,3 +353,57 @@ def test_the_language_server_setting_names_drafters_or_is_refused_with_its_path(
         Settings().updated({"stencil": {"speculative": "draft_model"}})
     with pytest.raises(OptionError, match=r"settings\.speculative must be 'off' with sampler 'asap'"):
         Settings().updated({"sampler": "asap", "speculative": "auto"})
+
+
+def test_end_when_ends_at_the_token_and_no_draft_runs_past_it(default_model, monkeypatch):
+    """``end_when`` (the language server's line end) stops at the token that makes it
+    true, with and without speculation, and the speculator never drafts a node after
+    one that ends the generation."""
+    from plugin.speculation.speculator import Speculator
+
+    model, tokenizer = default_model
+    code = "x = 1\ny = 2\nz = 3\nx = 1\ny = 2\nz = 3\nx = 1\n"
+
+    def past_the_line(out: bytes) -> bool:
+        return b"\n" in out.lstrip(b"\n")
+
+    free = constrained_generate(model, tokenizer, code, grammar="python", prefix=code, max_new_tokens=30)
+    texts = [tokenizer.decode(free.token_ids[: i + 1]).encode() for i in range(len(free.token_ids))]
+    first = next(i for i, t in enumerate(texts) if past_the_line(t))
+    drafts = []
+    original = Speculator.draft
+
+    def recording(self, out, matcher, remaining, ends=None):
+        tree = original(self, out, matcher, remaining, ends)
+        drafts.append((tree, ends))
+        return tree
+
+    monkeypatch.setattr(Speculator, "draft", recording)
+    for speculative in (None, "auto"):
+        gen = constrained_generate(
+            model,
+            tokenizer,
+            code,
+            grammar="python",
+            prefix=code,
+            max_new_tokens=30,
+            end_when=past_the_line,
+            speculative=speculative,
+        )
+        assert gen.token_ids == free.token_ids[: first + 1]
+        assert gen.finish_reason == "stop"
+    assert drafts
+    for tree, ends in drafts:
+        for i, parent in enumerate(tree.parents):
+            ancestry = []
+            while parent >= 0:
+                ancestry.insert(0, tree.tokens[parent])
+                parent = tree.parents[parent]
+            assert not ancestry or not ends(ancestry), "a node was drafted after the end"
+
+
+def test_end_when_is_refused_with_smc(tiny_model, default_tokenizer):
+    with pytest.raises(OptionError, match="end_when"):
+        constrained_generate(
+            tiny_model, default_tokenizer, "x", regex="[ab]+", sampler="smc", end_when=lambda out: True
+        )

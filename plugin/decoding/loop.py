@@ -246,6 +246,7 @@ def decode(
     jump_forward: bool = True,
     finish_within_budget: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    end_when: Callable[[bytes], bool] | None = None,
     sampler: str = "mask",
     asap_trie: ASApTrie | None = None,
     prompt_cache: CachedPrefix | None = None,
@@ -274,6 +275,12 @@ def decode(
     distribution of non-speculative decoding and greedy output is the same tokens.
     ``spell``: the tokenizer's spelling of text (:func:`plugin.speculation.speculator.
     tokenizer_spelling`), with which the constraint drafter drafts the text it forces.
+
+    ``end_when``: given the output's bytes after each token, True ends the generation
+    there (``"stop"``; the token is kept). Unlike ``should_stop`` (polled between
+    forwards, for cancellation) it is checked at every token, drafted ones included:
+    no draft runs past the end (a line completion's newline), so speculation never
+    scores tokens that would be cut.
     """
     start = time.perf_counter()
     if prompt_cache is not None:
@@ -318,6 +325,16 @@ def decode(
         else None
     )
     draft_seconds = 0.0
+    written = bytearray()  # the output's bytes, for end_when
+    token_bytes = vocab.token_bytes
+
+    def ends(tokens: list[int]) -> bool:
+        if end_when is None:
+            return False
+        written.extend(b"".join(token_bytes[t] for t in tokens))
+        return end_when(bytes(written))
+
+    ended = False
     first_token_seconds: float | None = None  # time to first token, prefill included
     pending: list[int] | str | None = None  # decided at the last verification, not yet fed
 
@@ -340,13 +357,23 @@ def decode(
             finish = FINISH_STOP
             break
         out.extend(emit)
+        if ends(emit):
+            finish = FINISH_STOP
+            break
         if len(out) >= max_new_tokens:
             break
         if speculator is None:
             logits = runner.feed(emit)
             continue
         t0 = time.perf_counter()
-        draft = speculator.draft(out, matcher, max_new_tokens - len(out))
+        draft = speculator.draft(
+            out,
+            matcher,
+            max_new_tokens - len(out),
+            None
+            if end_when is None
+            else lambda drafted: end_when(bytes(written) + b"".join(token_bytes[t] for t in drafted)),
+        )
         draft_seconds += time.perf_counter() - t0
         rows = runner.verify(emit, draft)
         path: list[int] = []
@@ -362,9 +389,15 @@ def decode(
             node = children[choice[0]]
             path.append(node)
             out.append(choice[0])
+            if ends(choice):
+                ended = True
+                break
         runner.keep(path)
         speculator.observe(draft, path, [*emit, *draft.tokens], rows)
         logits = rows[node + 1]
+        if ended:
+            finish = FINISH_STOP
+            break
         if pending is None and len(out) >= max_new_tokens:
             break
 

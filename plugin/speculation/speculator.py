@@ -135,10 +135,18 @@ class Speculator:
         self.scored = 0
 
     # ----------------------------------------------------------------- drafting
-    def draft(self, out: Sequence[int], matcher: Matcher | None, remaining: int) -> DraftTree:
+    def draft(
+        self,
+        out: Sequence[int],
+        matcher: Matcher | None,
+        remaining: int,
+        ends: Callable[[list[int]], bool] | None = None,
+    ) -> DraftTree:
         """A draft of at most ``min(max_draft, remaining)`` nodes after the prompt and
         ``out`` (the output so far, ending with the tokens about to be fed; it only
-        grows), every node allowed by ``matcher``."""
+        grows), every node allowed by ``matcher``; with ``ends`` (given the tokens
+        drafted after ``out``, True where the generation would end), nothing is drafted
+        after a node that ends it."""
         if self.lookup is not None:
             self.lookup.add(out[self._given :])
             self._given = len(out)
@@ -182,7 +190,7 @@ class Speculator:
             if len(tree) < cheap:
                 room = cheap - len(tree)
                 self._guarded("recycling", lambda: self._recycle(last, tree, tip, room, CHEAP_FLOOR))
-        return self._cut(tree, matcher)
+        return self._cut(tree, matcher, ends)
 
     def _follow(self, probe: Matcher, tree: DraftTree, start: int) -> bool:
         """Advance ``probe`` over the chain's nodes from ``start``; at the first one the
@@ -274,13 +282,18 @@ class Speculator:
         accepted, rejected = self.verdicts.get((name, feature), prior)
         return accepted / (accepted + rejected)
 
-    def _cut(self, tree: DraftTree, matcher: Matcher | None) -> DraftTree:
-        """The nodes of ``tree`` the constraint allows, each with its whole ancestry."""
+    def _cut(
+        self, tree: DraftTree, matcher: Matcher | None, ends: Callable[[list[int]], bool] | None = None
+    ) -> DraftTree:
+        """The nodes of ``tree`` the constraint allows, each with its whole ancestry,
+        none under a node where ``ends`` says the generation ends."""
         kept = DraftTree()
         where: dict[int, int] = {-1: -1}
         states: dict[int, Matcher | None] = {-1: matcher}
+        paths: dict[int, list[int]] = {-1: []}  # drafted tokens up to each node (with ends)
+        final: set[int] = set()  # nodes where the generation ends
         for i, (token, parent) in enumerate(zip(tree.tokens, tree.parents, strict=True)):
-            if parent not in where or token in self.stop_ids:
+            if parent not in where or parent in final or token in self.stop_ids:
                 continue
             state = states[parent]
             if state is not None:
@@ -290,6 +303,10 @@ class Speculator:
                 state.advance(token)
             where[i] = kept.add(token, where[parent], tree.sources[i], tree.features[i])
             states[i] = state
+            if ends is not None:
+                paths[i] = [*paths[parent], token]
+                if ends(paths[i]):
+                    final.add(i)
         return kept
 
     def _guarded(self, name: str, action: Callable[[], Any], default: Any = None) -> Any:
