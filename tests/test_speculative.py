@@ -370,16 +370,23 @@ def test_end_when_ends_at_the_token_and_no_draft_runs_past_it(default_model, mon
     free = constrained_generate(model, tokenizer, code, grammar="python", prefix=code, max_new_tokens=30)
     texts = [tokenizer.decode(free.token_ids[: i + 1]).encode() for i in range(len(free.token_ids))]
     first = next(i for i, t in enumerate(texts) if past_the_line(t))
-    drafts = []
+    drafts, ending = [], []
     original = Speculator.draft
 
     def recording(self, out, matcher, remaining, ends=None):
         tree = original(self, out, matcher, remaining, ends)
-        drafts.append((tree, ends))
+        for node, parent in enumerate(tree.parents):  # judged now: the output grows after
+            ancestry = []
+            while parent >= 0:
+                ancestry.insert(0, tree.tokens[parent])
+                parent = tree.parents[parent]
+            drafts.append(bool(ancestry) and ends(ancestry))
+            ending.append(ends([*ancestry, tree.tokens[node]]))
         return tree
 
     monkeypatch.setattr(Speculator, "draft", recording)
-    for speculative in (None, "auto"):
+    eager = SpeculativeConfig(drafters=("lookup",), stop_threshold=1.0)  # drafts up to max_draft
+    for speculative in (None, "auto", eager):
         gen = constrained_generate(
             model,
             tokenizer,
@@ -392,14 +399,9 @@ def test_end_when_ends_at_the_token_and_no_draft_runs_past_it(default_model, mon
         )
         assert gen.token_ids == free.token_ids[: first + 1]
         assert gen.finish_reason == "stop"
-    assert drafts
-    for tree, ends in drafts:
-        for i, parent in enumerate(tree.parents):
-            ancestry = []
-            while parent >= 0:
-                ancestry.insert(0, tree.tokens[parent])
-                parent = tree.parents[parent]
-            assert not ancestry or not ends(ancestry), "a node was drafted after the end"
+    assert drafts, "nothing was drafted"
+    assert not any(drafts), "a node was drafted after a node that ends the output"
+    assert any(ending), "no draft reached the line's end: the test shows nothing"
 
 
 def test_end_when_is_refused_with_smc(tiny_model, default_tokenizer):
