@@ -38,10 +38,11 @@ class Settings:
     context_tokens: int = 1024  # at most this many tokens of the document go to the model
     fim: bool = True  # fill-in-the-middle (prefix and suffix) when the tokenizer has FIM tokens
     refresh_every: int = 4  # re-encode a document's cache, when idle, after this many edits (0: never)
-    # "off", "auto" or drafter names joined by commas (plugin.speculation); off by default:
-    # completions end at the line's end after 3-7 tokens, where drafts did not pay
-    # (bench/lsp_latency.py --settings '{"speculative": "auto"}', docs/speculative.md)
-    speculative: str = "off"
+    # "off", "auto" or drafter names joined by commas (plugin.speculation); "auto" by
+    # default: copies from the document pay even on line completions now that no draft
+    # runs past the line's end (bench/lsp_latency.py, docs/speculative.md); "off" when
+    # the sampler is "asap" and speculative is not set (ASAp samples every token itself)
+    speculative: str = "auto"
     max_sessions: int = 32  # open documents holding a generation session (LRU beyond)
     analysis_timeout: float = 5.0
     python: LanguageSettings = field(default_factory=lambda: LanguageSettings(grammar="python"))
@@ -71,6 +72,8 @@ class Settings:
             else:
                 changes[key] = _typed(key, value, path)
         out = replace(self, **changes)
+        if out.sampler == "asap" and "speculative" not in changes:
+            out = replace(out, speculative="off")  # the default follows the sampler
         if out.sampler not in SAMPLERS or out.sampler == "smc":
             raise OptionError(f"{where}.sampler must be one of mask, awrs, asap; got {out.sampler!r}")
         if out.sampler == "asap" and out.speculative != "off":

@@ -342,7 +342,12 @@ def test_the_language_server_setting_names_drafters_or_is_refused_with_its_path(
     from lsp_bridge.settings import Settings
     from plugin.speculation import resolve_speculative
 
-    assert Settings().speculative == "off" and resolve_speculative("off") is None
+    assert Settings().speculative == "auto" and resolve_speculative("off") is None
+    # the default follows the ASAp sampler (which samples every token itself); asking
+    # for speculation with it is refused
+    assert Settings().updated({"sampler": "asap"}).speculative == "off"
+    with pytest.raises(OptionError, match="speculative must be 'off' with sampler 'asap'"):
+        Settings().updated({"sampler": "asap", "speculative": "auto"})
     assert resolve_speculative(
         Settings().updated({"speculative": "lookup, recycling"}).speculative
     ).drafters == (
