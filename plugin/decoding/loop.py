@@ -277,7 +277,7 @@ def decode(
     tokenizer_spelling`), with which the constraint drafter drafts the text it forces.
 
     ``end_when``: given the output's bytes after each token, True ends the generation
-    there (``"stop"``; the token is kept). Unlike ``should_stop`` (polled between
+    there (``"stop"``; the token is kept, a forced run whole). Unlike ``should_stop`` (polled between
     forwards, for cancellation) it is checked at every token, drafted ones included:
     no draft runs past the end (a line completion's newline), so speculation never
     scores tokens that would be cut.
