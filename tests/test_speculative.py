@@ -412,3 +412,29 @@ def test_end_when_is_refused_with_smc(tiny_model, default_tokenizer):
         constrained_generate(
             tiny_model, default_tokenizer, "x", regex="[ab]+", sampler="smc", end_when=lambda out: True
         )
+
+
+def test_small_drafts_take_cheap_recycled_candidates_and_counts_outlive_a_generation():
+    """A draft under ``CHEAP_NODES`` takes recycled candidates down to ``CHEAP_FLOOR``
+    (below the usual floor), and the acceptance counts are the model's for the process."""
+    from plugin.speculation.speculator import CHEAP_FLOOR, CHEAP_NODES, Speculator, verdicts_for
+
+    class Model:  # only its identity matters here: the tables are kept per model
+        pass
+
+    model = Model()
+    config = SpeculativeConfig(drafters=("recycling",))
+    speculator = Speculator(config, model, vocab_size=16, stop_ids=frozenset(), prompt_ids=[1, 2])
+    table = speculator.recycling.table
+    table[5, 0], table[6, 0], table[7, 0], table[8, 0] = 6, 7, 8, 9
+    # rank-0 candidates kept 1 time in 5 at depth 1 (under the usual 0.25 floor, above
+    # the cheap one), nearly always deeper
+    verdicts = verdicts_for(model)
+    verdicts[("recycling", (1, 0))] = [1.0, 4.0]
+    for depth in range(2, 7):
+        verdicts[("recycling", (depth, 0))] = [99.0, 1.0]
+    assert 1 - config.stop_threshold > 0.2 > CHEAP_FLOOR
+    tree = speculator.draft([5], None, remaining=10)
+    assert CHEAP_NODES == 3 and tree.tokens == [6, 7, 8] and tree.is_chain()
+    again = Speculator(config, model, vocab_size=16, stop_ids=frozenset(), prompt_ids=[1, 2])
+    assert again.verdicts is verdicts  # the next generation starts from these counts
