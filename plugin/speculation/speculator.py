@@ -188,6 +188,9 @@ class Speculator:
             self._guarded("recycling", lambda: self._recycle(last, tree, tip, limit - len(tree), floor))
             cheap = min(CHEAP_NODES, limit)
             if len(tree) < cheap:
+                # a second best-first pass at the lower floor; candidates the first pass
+                # drafted come out first again and use up room, so it adds fewer than
+                # ``room`` nodes when the first pass added some (measured as it is)
                 room = cheap - len(tree)
                 self._guarded("recycling", lambda: self._recycle(last, tree, tip, room, CHEAP_FLOOR))
         return self._cut(tree, matcher, ends)
