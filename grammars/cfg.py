@@ -1,8 +1,9 @@
 """Compiled Lark grammars and their token-level matcher.
 
 A matcher state is ``(q, syn)``: the lexer DFA state of the lexeme in progress and the
-syntactic state (a hash-consed LR stack, plus indentation for Python). Both are
-immutable, so the history is a linked list of states: ``fork`` and ``rollback`` are
+syntactic state (an int naming a hash-consed LR stack, plus indentation for Python, in
+the compiled LR core; see :mod:`grammars.syntax`). Both are immutable, so the history
+is a linked list of states: ``fork`` and ``rollback`` are
 O(1) and O(n).
 
 Masks are computed from per-lexer-state token tables (:mod:`grammars.token_tables`) and
@@ -107,7 +108,7 @@ class CompiledGrammar:
                 save_table(table, path)
         return table
 
-    def allowed(self, q: int, syn: Hashable) -> torch.Tensor:
+    def allowed(self, q: int, syn: int) -> torch.Tensor:
         """Bool tensor over the vocabulary: text tokens allowed from ``(q, syn)`` (no EOS).
 
         Two cache levels: by ``(q, syn)`` (a context seen before), then by the mask's
@@ -121,7 +122,7 @@ class CompiledGrammar:
             self._masks.move_to_end(key)
             return hit
         table = self.table(q)
-        signature = self._signature(table, syn)
+        signature = self.syntax.signature(syn, table.split_trie)
         full_key = (q, signature)
         mask = self._masks.get(full_key)  # type: ignore[call-overload]
         if mask is None:
@@ -130,35 +131,13 @@ class CompiledGrammar:
         self._remember(key, mask)
         return mask
 
-    def _signature(self, table: TokenTable, syn: Hashable) -> tuple[tuple[int, int], ...]:
-        """Walk the split trie from ``syn``: (group, ok key) for every group the parser takes."""
-        syntax = self.syntax
-        kids, groups_at = table.trie
-        out: list[tuple[int, int]] = []
-        todo: list[tuple[int, Hashable]] = [(0, syn)]
-        while todo:
-            seq, s = todo.pop()
-            groups = groups_at.get(seq)
-            if groups:
-                ok = syntax.ok_key(s)
-                out.extend((gi, ok) for gi in groups)
-            below = kids[seq]
-            if below:
-                for term, kid in below.items():
-                    nxt = syntax.feed(s, term)
-                    if nxt is not None:
-                        todo.append((kid, nxt))
-        out.sort()
-        return tuple(out)
-
-    def _build_mask(self, table: TokenTable, signature: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    def _build_mask(self, table: TokenTable, signature: bytes) -> torch.Tensor:
         out = np.zeros(self.vocab.size, dtype=bool)
         parts = []
-        for pair in signature:
-            ids = table.selected.get(pair)
+        for gi, ok in np.frombuffer(signature, dtype=np.int32).reshape(-1, 2).tolist():
+            ids = table.selected.get((gi, ok))
             if ids is None:
-                gi, ok = pair
-                ids = table.selected[pair] = table.select(gi, self.syntax.ok_states_of(ok))
+                ids = table.selected[gi, ok] = table.select(gi, self.syntax.ok_states_of(ok))
             parts.append(ids)
         if parts:  # one scatter: a start state's signature has a hundred groups
             out[np.concatenate(parts)] = True
@@ -170,7 +149,7 @@ class CompiledGrammar:
             self._masks.popitem(last=False)
 
 
-def _forced_bytes(g: CompiledGrammar, q: int, syn: Hashable, layout: Layout | None = None) -> bytes:
+def _forced_bytes(g: CompiledGrammar, q: int, syn: int, layout: Layout | None = None) -> bytes:
     """The bytes that must come next from ``(q, syn)``, until a choice or a possible end
     (with ``layout``: a blank-or-not choice is guessed, see ``Matcher.forced_bytes``)."""
     out = bytearray()
@@ -198,7 +177,7 @@ def _forced_bytes(g: CompiledGrammar, q: int, syn: Hashable, layout: Layout | No
     return bytes(out)
 
 
-def _may_end(g: CompiledGrammar, q: int, syn: Hashable | None) -> bool:
+def _may_end(g: CompiledGrammar, q: int, syn: int | None) -> bool:
     """Whether the grammar accepts the input ending at ``(q, syn)`` (no final check)."""
     if q != START:
         term = int(g.lexer.best[q])
@@ -208,15 +187,13 @@ def _may_end(g: CompiledGrammar, q: int, syn: Hashable | None) -> bool:
     return g.syntax.finish(syn)
 
 
-def _walk(
-    g: CompiledGrammar, q: int, syn: Hashable, data: bytes, check: bool = False
-) -> tuple[int, Hashable] | None:
+def _walk(g: CompiledGrammar, q: int, syn: int, data: bytes, check: bool = False) -> tuple[int, int] | None:
     """Run ``data`` from ``(q, syn)``; None if a lexeme dies or the parser refuses.
 
     With ``check``, also require the open lexeme to be completable in the new context.
     """
     trans, best, syntax = g.lexer.rows, g.lexer.best_list, g.syntax
-    s: Hashable | None = syn
+    s: int | None = syn
     for b in data:
         nq = trans[q][b]
         if nq == DEAD:
@@ -238,7 +215,7 @@ def _walk(
 @dataclass(eq=False)
 class _State:
     q: int
-    syn: Hashable
+    syn: int
     parent: _State | None
     token: int  # -1 at the root, EOS id when finished
     depth: int
@@ -263,7 +240,7 @@ class GrammarMatcher(Matcher):
     def _is_done(self) -> bool:
         return self._state.token in self.vocab.eos_ids
 
-    def _step(self, token_id: int) -> tuple[int, Hashable] | None:
+    def _step(self, token_id: int) -> tuple[int, int] | None:
         st = self._state
         data = self.vocab.token_bytes[token_id]
         if token_id in self.vocab.special_ids or not data:

@@ -8,96 +8,100 @@ and a model left free to pad will often do so until it runs out of tokens.
 A :class:`Syntax` receives complete lexemes (as lexer-terminal indices) and keeps the
 parser state. The plain version passes terminals to the LALR tables and drops
 ``%ignore`` terminals; :class:`grammars.python_indent.PythonSyntax` adds INDENT/DEDENT
-and bracket depth on top. Syntactic states are hashable and compare by identity of
-their hash-consed parts, so results are memoised per (state, terminal).
+and bracket depth on top. Both run in the compiled LR core (``grammars/_lr_core.c``):
+a syntactic state is an int naming a hash-consed state there (equal states, equal
+ints), and feeds are memoised per (state, terminal). Why in C: the first mask of a new
+parser state feeds every edge of a lexer state's split trie (thousands for Python),
+which cost milliseconds per mask in Python.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-
 import numpy as np
 
-from grammars.lalr import END, ParseTables
+from grammars.lalr import ParseTables
 from grammars.lexer_dfa import LexerDFA
+
+try:
+    from grammars import _lr_core
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "Stencil's compiled LR core (grammars._lr_core) is not built. Run `./run setup` or "
+        "`pip install -e .` from the repository; it needs a C compiler (gcc or cc) and the "
+        f"Python headers (python3-dev). Import error: {exc}"
+    ) from exc
 
 IGNORED = -1  # lexer terminal dropped by the parser (%ignore), except at a closed end (below)
 UNUSED = -2  # lexer terminal the parser never accepts
+
+SplitTrie = tuple[bytes, bytes, bytes, bytes, bytes]  # see grammars.token_tables.TokenTable.split_trie
+split_trie = _lr_core.split_trie  # (group_seq, seq_parent, seq_term) int32 -> SplitTrie
 
 
 class Syntax:
     """LALR parsing of lexemes; ``%ignore`` terminals leave the state unchanged."""
 
-    def __init__(self, tables: ParseTables, lexer: LexerDFA, parser_term: list[int]) -> None:
+    def __init__(
+        self,
+        tables: ParseTables,
+        lexer: LexerDFA,
+        parser_term: list[int],
+        python_layer: tuple | None = None,
+    ) -> None:
         self.tables = tables
         self.lexer = lexer
         self.parser_term = parser_term  # lexer terminal index -> parser terminal id / IGNORED / UNUSED
-        self._rows: dict[Hashable, np.ndarray] = {}
-        self._rows_by_bits: dict[int, np.ndarray] = {}
-        self._pt = np.array(parser_term, dtype=np.int64)
-        self._not_end = ~(1 << tables.terminal_ids[END])  # bits of every terminal but $END
-        self._ok_key: dict[Hashable, int] = {}
-        self._ok_ids: dict[bytes, int] = {}
+        pt = np.array(parser_term, dtype=np.int32).tobytes()
+        self._core = _lr_core.Parser(*tables.dense(), pt, python_layer)
+        self._winnable = lexer.winnable[:, : len(parser_term)]
         self._ok_arrays: list[np.ndarray] = []
 
-    def initial(self) -> Hashable:
-        return self.tables.root()
+    def initial(self) -> int:
+        return self._core.initial()
 
-    def feed(self, syn: Hashable, term: int) -> Hashable | None:
+    def feed(self, syn: int, term: int) -> int | None:
         """The state after lexeme ``term`` (lexer terminal index), or None if not allowed."""
-        p = self.parser_term[term]
-        if p == IGNORED:
-            return syn if self.tables.accepted(syn) & self._not_end else None  # type: ignore[arg-type]
-        if p == UNUSED:
-            return None
-        return self.tables.feed(syn, p)  # type: ignore[arg-type]
+        got = self._core.feed(syn, term)
+        return None if got < 0 else got
 
-    def feed_last(self, syn: Hashable, term: int) -> Hashable | None:
+    def feed_last(self, syn: int, term: int) -> int | None:
         """Like ``feed`` for the lexeme that the end of input completes."""
-        return self.feed(syn, term)
+        got = self._core.feed(syn, term, True)
+        return None if got < 0 else got
 
-    def finish(self, syn: Hashable) -> bool:
+    def finish(self, syn: int) -> bool:
         """Whether the input may end in ``syn`` (no lexeme in progress)."""
-        return self.tables.accepts_end(syn)  # type: ignore[arg-type]
+        return self._core.finish(syn)
 
-    def accept_row(self, syn: Hashable) -> np.ndarray:
-        """Bool over lexer terminals: which complete lexemes ``syn`` takes next."""
-        row = self._rows.get(syn)
-        if row is None:
-            row = self._rows[syn] = self.row_of(self.tables.accepted(syn))  # type: ignore[arg-type]
-        return row
+    def accept_row(self, syn: int) -> np.ndarray:
+        """Bool over lexer terminals: which complete lexemes ``syn`` takes next (terminals
+        that share a reduction followed together, not one feed each)."""
+        return np.frombuffer(self._core.accept_row(syn), dtype=bool)
 
-    def row_of(self, bits: int) -> np.ndarray:
-        """Lexer terminals taken by a parser that accepts the parser terminals in ``bits``
-        (``%ignore`` ones always); shared by all stacks with the same accepted set."""
-        row = self._rows_by_bits.get(bits)
-        if row is None:
-            pt = self._pt
-            n = int(pt.max(initial=0)) + 1
-            taken = np.array([(bits >> i) & 1 for i in range(n)], dtype=bool)
-            row = ((pt == IGNORED) & bool(bits & self._not_end)) | ((pt >= 0) & taken[np.maximum(pt, 0)])
-            self._rows_by_bits[bits] = row
-        return row
-
-    def ok_states(self, syn: Hashable) -> np.ndarray:
+    def ok_states(self, syn: int) -> np.ndarray:
         """Bool over lexer DFA states: where an unfinished lexeme can still be taken by ``syn``."""
-        return self._ok_arrays[self.ok_key(syn)]
+        return self.ok_states_of(self._core.ok_key(syn))
+
+    def ok_key(self, syn: int) -> int:
+        """A small int naming ``ok_states(syn)``: equal accept rows get the same key, so
+        results that depend only on them (a token group's kept tokens) are cached across
+        stacks."""
+        return self._core.ok_key(syn)
 
     def ok_states_of(self, key: int) -> np.ndarray:
-        """The array an :meth:`ok_key` names."""
-        return self._ok_arrays[key]
+        """The array an :meth:`ok_key` names (built the first time it is asked for)."""
+        arrays = self._ok_arrays
+        while len(arrays) <= key:
+            row = np.frombuffer(self._core.key_row(len(arrays)), dtype=bool)
+            arrays.append(np.asarray(self._winnable @ row, dtype=bool))
+        return arrays[key]
 
-    def ok_key(self, syn: Hashable) -> int:
-        """A small int naming ``ok_states(syn)``: equal arrays get the same key, so results
-        that depend only on them (a token group's kept tokens) are cached across stacks."""
-        key = self._ok_key.get(syn)
-        if key is None:
-            row = self.accept_row(syn)
-            raw = row.tobytes()
-            key = self._ok_ids.get(raw)
-            if key is None:
-                ok = np.asarray(self.lexer.winnable[:, : len(self.parser_term)] @ row, dtype=bool)
-                key = self._ok_ids[raw] = len(self._ok_arrays)
-                self._ok_arrays.append(ok)
-            self._ok_key[syn] = key
-        return key
+    def signature(self, syn: int, trie: SplitTrie) -> bytes:
+        """The (group, ok key) pairs, int32 and sorted, of every token group whose split
+        sequence the parser takes from ``syn``: the split trie walked with one feed per
+        edge, a refused terminal dropping its subtree (see ``CompiledGrammar.allowed``)."""
+        return self._core.signature(syn, *trie)
+
+    def sizes(self) -> dict[str, int]:
+        """How many stacks, states, ok keys and feeds the core keeps (for diagnostics)."""
+        return self._core.sizes()

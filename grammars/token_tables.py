@@ -5,7 +5,7 @@ From a lexer DFA state ``q`` a token's bytes either die, or end some lexemes (th
 ``q_end``. Tokens with the same split terminals form a :class:`Group`, and the groups
 hang in a trie keyed by their split sequences. At mask time the parser walks the trie
 (one ``feed`` per trie edge, so groups sharing a first terminal share its feed, and a
-refused terminal prunes its whole subtree), and a group's tokens are kept by one
+refused terminal prunes its whole subtree; in the compiled LR core), and a group's tokens are kept by one
 vectorised lookup of ``ok_states[q_end]``. Nothing loops over the vocabulary in Python
 per step. Tables are built lazily, once per lexer state, by a walk of the vocabulary's
 token trie in the compiled core (:func:`grammars.native.lexer_walk`), which also groups
@@ -25,6 +25,7 @@ import numpy as np
 
 from grammars.lexer_dfa import START, LexerDFA
 from grammars.native import lexer_walk, trie_of
+from grammars.syntax import split_trie
 from plugin.vocabulary import Vocabulary
 
 
@@ -76,25 +77,14 @@ class TokenTable:
     selected: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (group, ok key)
 
     @cached_property
-    def trie(self) -> tuple[list[dict[int, int] | None], dict[int, list[int]]]:
-        """(per sequence: terminal -> next sequence, or None; sequence -> groups ending
-        there), pruned to sequences some group extends: what the parser walks."""
-        parent, term = self.seq_parent.tolist(), self.seq_term.tolist()
-        groups_at: dict[int, list[int]] = {}
-        needed = {0}
-        for g, seq in enumerate(self.group_seq.tolist()):
-            groups_at.setdefault(seq, []).append(g)
-            while seq not in needed:
-                needed.add(seq)
-                seq = parent[seq]
-        kids: list[dict[int, int] | None] = [None] * len(parent)
-        for seq in needed:
-            if seq:
-                up = kids[parent[seq]]
-                if up is None:
-                    up = kids[parent[seq]] = {}
-                up[term[seq]] = seq
-        return kids, groups_at
+    def split_trie(self) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+        """The split sequences some group extends, as the LR core walks them (CSR int32:
+        per sequence its child edges (terminal, sequence) and the groups ending there)."""
+        return split_trie(
+            np.ascontiguousarray(self.group_seq, dtype=np.int32),
+            np.ascontiguousarray(self.seq_parent, dtype=np.int32),
+            np.ascontiguousarray(self.seq_term, dtype=np.int32),
+        )
 
     def select(self, group: int, ok_states: np.ndarray) -> np.ndarray:
         """The token ids of ``group`` whose open lexeme is in an ``ok_states`` state."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -171,6 +172,53 @@ def test_accepted_terminal_sets_equal_feeding_each_terminal(default_tokenizer, g
         brute = [syntax.feed(syn, t) is not None for t in range(len(syntax.parser_term))]
         assert syntax.accept_row(syn).tolist() == brute
         m.advance(tok)
+
+
+def reference_signature(g, table, syn) -> list[tuple[int, int]]:
+    """The split-trie walk written out in Python with one ``feed`` per edge: what the
+    compiled core's ``signature`` must give (sorted (group, ok key) pairs)."""
+    cstart, cterm, cseq, gstart, groups = (np.frombuffer(b, dtype=np.int32) for b in table.split_trie)
+    out, todo = [], [(0, syn)]
+    while todo:
+        seq, s = todo.pop()
+        out += [(int(gi), g.syntax.ok_key(s)) for gi in groups[gstart[seq] : gstart[seq + 1]]]
+        for e in range(cstart[seq], cstart[seq + 1]):
+            nxt = g.syntax.feed(s, int(cterm[e]))
+            if nxt is not None:
+                todo.append((int(cseq[e]), nxt))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("grammar", ["json", "sql", "python"])
+def test_signature_walk_equals_feeding_the_split_trie(default_tokenizer, grammar):
+    """The compiled core's mask signature equals the trie walked feed by feed, on the
+    states of a random walk (every group the walk reaches, with its ok key)."""
+    g = compile_grammar(grammar, default_tokenizer)
+    rng = random.Random(3)
+    m = g.matcher()
+    for _step in range(25):
+        st_ = m._state
+        table = g.table(st_.q)
+        got = np.frombuffer(g.syntax.signature(st_.syn, table.split_trie), dtype=np.int32)
+        assert [tuple(p) for p in got.reshape(-1, 2).tolist()] == reference_signature(g, table, st_.syn)
+        allowed = [t for t in torch.nonzero(mask_of(m)).flatten().tolist() if t not in m.vocab.eos_ids]
+        if not allowed:
+            break
+        m.advance(rng.choice(allowed))
+
+
+def test_lr_core_refuses_inconsistent_tables():
+    """Tables that do not fit together are a ValueError naming the part, not a crash."""
+    from grammars import _lr_core
+
+    kind, arg, nt, go = bytes(4), bytes(16), bytes(16), bytes(8)
+    pt = np.zeros(2, dtype=np.int32).tobytes()
+    with pytest.raises(ValueError, match="kind has 4 bytes, expected 6"):
+        _lr_core.Parser(2, 3, 1, kind, arg, nt, go, 0, 1, 2, pt)
+    shift_far = np.array([1, 0, 0, 0], dtype=np.int8).tobytes()
+    far = np.array([7, 0, 0, 0], dtype=np.int32).tobytes()
+    with pytest.raises(ValueError, match="state 0 shifts to 7"):
+        _lr_core.Parser(2, 2, 1, shift_far, far, nt, go, 0, 1, 1, pt)
 
 
 @settings(max_examples=60, deadline=None)
