@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from grammars import lark_compile  # noqa: E402
 from grammars.lark_compile import GRAMMAR_DIR, compile_grammar  # noqa: E402
+from grammars.token_tables import wait_for_table_saves  # noqa: E402
 from plugin.decoding import percentile  # noqa: E402
 from plugin.vocabulary import Vocabulary  # noqa: E402
 
@@ -101,6 +102,7 @@ def _bench_stencil(name: str, hf_tok, texts: list[list[int]]) -> dict:
     }
     for label in passes:
         if label == "tables_from_disk":
+            wait_for_table_saves()  # as a process exiting does: the next one finds them all
             lark_compile._MEMORY.clear()
             g = compile_grammar(name, tok)
         mask = torch.zeros(g.vocab.size, dtype=torch.bool)

@@ -137,6 +137,11 @@ typedef struct {
     uint64_t *red_terms;             /* ... and the terminals that trigger each */
     int n_lt, LW;                    /* lexer terminals; words of a lexer-terminal set */
     int32_t *pt;                     /* lexer terminal -> parser terminal, IGNORED, UNUSED */
+    /* accept rows from accepted sets: lexer terminals per parser terminal, and the sets
+     * the Python layer adjusts (whitespace, closers, newlines, newlines deeper than a
+     * column), each LW words */
+    uint64_t *term_mask, *ign_mask, *ws_mask, *close_mask, *nl_mask, *deeper_mask;
+    int32_t *nl_of_col;              /* newline column -> its lexer terminal, or -1 */
     /* stacks */
     Vec nstate, nparent, nacc;       /* per node; nacc: index into accpool or -1 */
     uint64_t *accpool;
@@ -374,15 +379,7 @@ static int32_t py_feed_now(Parser *p, int32_t syn, int32_t lt, int last) {
 /* ---- the syntactic state, plain or Python */
 
 static int32_t syn_feed(Parser *p, int32_t syn, int32_t lt) {
-    if (p->python) {
-        uint64_t key = pair(syn, lt);
-        int32_t got;
-        if (map_get(&p->pyfed, key, &got)) return got;
-        got = py_feed_now(p, syn, lt, 0);
-        if (got < -1) return got;
-        if (map_put(&p->pyfed, key, got) < 0) return fail_memory();
-        return got;
-    }
+    if (p->python) return py_feed_now(p, syn, lt, 0);
     int32_t pp = p->pt[lt];
     if (pp == IGNORED) {
         int more = takes_more(p, syn);
@@ -416,53 +413,45 @@ static inline void bit_set(uint64_t *row, int i, int on) {
 /* The lexer terminals `syn` takes as its next complete lexeme. */
 static int accept_row(Parser *p, int32_t syn, uint64_t *row) {
     int32_t node = p->python ? p->ps_node.a[syn] : syn;
+    int W = p->W, LW = p->LW;
     uint64_t acc[MAXW];
     if (accepted(p, node, acc) < 0) return -1;
+    memset(row, 0, LW * sizeof(uint64_t));
     int more = 0;
-    for (int w = 0; w < p->W; w++) {
+    for (int w = 0; w < W; w++) {
         uint64_t x = acc[w];
-        if (w == p->end_term >> 6) x &= ~(1ULL << (p->end_term & 63));
-        more |= x != 0;
+        while (x) {
+            int t = w * 64 + __builtin_ctzll(x);
+            x &= x - 1;
+            if (t != p->end_term) more = 1;
+            const uint64_t *m = p->term_mask + (size_t)t * LW;
+            for (int v = 0; v < LW; v++) row[v] |= m[v];
+        }
     }
-    memset(row, 0, p->LW * sizeof(uint64_t));
-    for (int lt = 0; lt < p->n_lt; lt++) {
-        int32_t pp = p->pt[lt];
-        int on = pp == IGNORED ? more : (pp >= 0 && ((acc[pp >> 6] >> (pp & 63)) & 1));
-        bit_set(row, lt, on);
-    }
+    if (more)
+        for (int v = 0; v < LW; v++) row[v] |= p->ign_mask[v];
     if (!p->python) return 0;
     int32_t ctx = p->ps_ctx.a[syn];
     int32_t depth = p->ctx_depth.a[ctx], ind = p->ctx_ind.a[ctx];
-    int at_start = p->ctx_start.a[ctx];
+    for (int v = 0; v < LW; v++) {
+        if (p->ctx_start.a[ctx]) row[v] &= ~p->ws_mask[v];
+        if (depth == 0) row[v] &= ~p->close_mask[v];
+        row[v] = depth > 0 ? row[v] | p->nl_mask[v] : row[v] & ~p->nl_mask[v];
+    }
+    if (depth > 0) return 0; /* implicit line joining: every newline is dropped */
     int32_t top = p->ind_col.a[ind];
-    int deeper = -1; /* whether a deeper line is taken: the same for every deeper column */
-    for (int lt = 0; lt < p->n_lt; lt++) {
-        if (at_start && p->ws[lt]) bit_set(row, lt, 0);
-        if (depth == 0 && p->closing[lt]) bit_set(row, lt, 0);
-        int32_t col = p->column[lt];
-        if (col < 0) continue;
-        int on = 0;
-        if (depth > 0) {
-            on = 1;
-        } else if (col == p->deep) {
-            on = 0;
-        } else if (col > top) {
-            if (deeper < 0) {
-                int32_t got = syn_feed(p, syn, lt);
-                if (got < -1) return -1;
-                deeper = got >= 0;
-            }
-            on = deeper;
-        } else {
-            for (int32_t i = ind; i >= 0; i = p->ind_parent.a[i])
-                if (p->ind_col.a[i] == col) {
-                    int32_t got = syn_feed(p, syn, lt);
-                    if (got < -1) return -1;
-                    on = got >= 0;
-                    break;
-                }
-        }
-        bit_set(row, lt, on);
+    if (top < p->deep - 1) { /* a deeper line: the same for every deeper column */
+        int32_t got = syn_feed(p, syn, p->nl_of_col[top + 1]);
+        if (got < -1) return -1;
+        if (got >= 0)
+            for (int v = 0; v < LW; v++) row[v] |= p->deeper_mask[(size_t)top * LW + v];
+    }
+    for (int32_t i = ind; i >= 0; i = p->ind_parent.a[i]) { /* a line at an open block's column */
+        int32_t lt = p->nl_of_col[p->ind_col.a[i]];
+        if (lt < 0) continue;
+        int32_t got = syn_feed(p, syn, lt);
+        if (got < -1) return -1;
+        if (got >= 0) bit_set(row, lt, 1);
     }
     return 0;
 }
@@ -666,6 +655,11 @@ done:
     return result;
 }
 
+static PyObject *m_key_count(Parser *p, PyObject *unused) {
+    (void)unused;
+    return PyLong_FromSize_t(p->nkeys);
+}
+
 static PyObject *m_sizes(Parser *p, PyObject *unused) {
     (void)unused;
     return Py_BuildValue("{s:n,s:n,s:n,s:n}", "stacks", (Py_ssize_t)p->nstate.n, "states",
@@ -692,7 +686,8 @@ static void *copy_buf(Py_buffer *b, Py_ssize_t want, Py_ssize_t item, const char
 static void parser_dealloc(Parser *p) {
     void *owned[] = {p->akind, p->aarg, p->ant, p->go, p->shifts, p->red_start, p->red_pop, p->red_nt,
                      p->red_terms, p->pt, p->accpool, p->column, p->ws, p->opening, p->closing,
-                     p->rows, p->rtab};
+                     p->rows, p->rtab, p->term_mask, p->ign_mask, p->ws_mask, p->close_mask,
+                     p->nl_mask, p->deeper_mask, p->nl_of_col};
     for (size_t i = 0; i < sizeof(owned) / sizeof(owned[0]); i++) PyMem_Free(owned[i]);
     Vec *vecs[] = {&p->nstate, &p->nparent, &p->nacc, &p->ind_parent, &p->ind_col, &p->ctx_ind,
                    &p->ctx_depth, &p->ctx_start, &p->ps_node, &p->ps_ctx, &p->syn_key};
@@ -700,6 +695,38 @@ static void parser_dealloc(Parser *p) {
     Map *maps[] = {&p->kids, &p->fed, &p->ind_map, &p->ctx_map, &p->ps_map, &p->pyfed};
     for (size_t i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) map_free(maps[i]);
     Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static int build_masks(Parser *p) {
+    int LW = p->LW, cols = p->python ? p->deep + 1 : 1;
+    p->term_mask = PyMem_Calloc((size_t)p->n_terms * LW, sizeof(uint64_t));
+    p->ign_mask = PyMem_Calloc(LW, sizeof(uint64_t));
+    p->ws_mask = PyMem_Calloc(LW, sizeof(uint64_t));
+    p->close_mask = PyMem_Calloc(LW, sizeof(uint64_t));
+    p->nl_mask = PyMem_Calloc(LW, sizeof(uint64_t));
+    p->deeper_mask = PyMem_Calloc((size_t)cols * LW, sizeof(uint64_t));
+    p->nl_of_col = PyMem_Malloc(cols * sizeof(int32_t));
+    if (!p->term_mask || !p->ign_mask || !p->ws_mask || !p->close_mask || !p->nl_mask || !p->deeper_mask ||
+        !p->nl_of_col)
+        return fail_memory();
+    for (int c = 0; c < cols; c++) p->nl_of_col[c] = -1;
+    for (int lt = 0; lt < p->n_lt; lt++) {
+        int32_t pp = p->pt[lt], col = p->column[lt];
+        if (pp >= 0) bit_set(p->term_mask + (size_t)pp * LW, lt, 1);
+        if (pp == IGNORED) bit_set(p->ign_mask, lt, 1);
+        if (p->ws[lt]) bit_set(p->ws_mask, lt, 1);
+        if (p->closing[lt]) bit_set(p->close_mask, lt, 1);
+        if (col < 0) continue;
+        if (col >= cols) {
+            PyErr_Format(PyExc_ValueError, "LR core: newline column %d is past the deep column %d", col, p->deep);
+            return -1;
+        }
+        bit_set(p->nl_mask, lt, 1);
+        if (p->nl_of_col[col] < 0) p->nl_of_col[col] = lt;
+        if (col == p->deep) continue;
+        for (int top = 0; top < col; top++) bit_set(p->deeper_mask + (size_t)top * LW, lt, 1);
+    }
+    return 0;
 }
 
 /* Parser(n_states, n_terms, n_nts, kind, arg, nt, goto, start, end_state, end_term, pt,
@@ -838,6 +865,7 @@ static PyObject *parser_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         }
         for (int lt = 0; lt < p->n_lt; lt++) p->column[lt] = -1;
     }
+    if (build_masks(p) < 0) goto fail;
     for (int i = 0; i < 4; i++)
         if (pyb[i].obj) PyBuffer_Release(&pyb[i]);
     PyBuffer_Release(&kind);
@@ -868,6 +896,7 @@ static PyMethodDef parser_methods[] = {
     {"accept_row", (PyCFunction)m_accept_row, METH_O, "The lexer terminals this state takes: a byte each."},
     {"signature", (PyCFunction)m_signature, METH_VARARGS,
      "signature(syn, cstart, cterm, cseq, gstart, groups) -> sorted int32 (group, ok key) pairs."},
+    {"key_count", (PyCFunction)m_key_count, METH_NOARGS, "How many ok keys there are so far."},
     {"sizes", (PyCFunction)m_sizes, METH_NOARGS, "How many stacks, states, ok keys and feeds are kept."},
     {NULL, NULL, 0, NULL},
 };
@@ -961,8 +990,53 @@ done:
     return result;
 }
 
+/* group_mask(signature, ids, ends, offsets, ok, out): set out[ids[i]] for every token i
+ * of every (group, ok key) pair of `signature` whose open lexer state ends[i] is ok under
+ * the key (ok: uint8 [keys, lexer states], C order; out: uint8 [vocabulary]). The mask
+ * of a signature in one pass over its groups' tokens. */
+static PyObject *group_mask(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer b[6] = {{0}};
+    Py_ssize_t n_states;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*nw*", &b[0], &b[1], &b[2], &b[3], &b[4], &n_states, &b[5])) return NULL;
+    PyObject *result = NULL;
+    const int32_t *sig = b[0].buf, *ends = b[2].buf;
+    const int64_t *ids = b[1].buf, *offsets = b[3].buf;
+    const uint8_t *ok = b[4].buf;
+    uint8_t *out = b[5].buf;
+    Py_ssize_t n_pairs = b[0].len / 8, n_tok = b[1].len / 8, n_groups = b[3].len / 8 - 1;
+    Py_ssize_t n_keys = n_states > 0 ? b[4].len / n_states : 0;
+    if (b[2].len != n_tok * 4 || n_groups < 0 || n_states <= 0 || b[4].len != n_keys * n_states) {
+        PyErr_SetString(PyExc_ValueError, "group_mask: inconsistent table buffers");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n_pairs; i++) {
+        int32_t g = sig[2 * i], key = sig[2 * i + 1];
+        if (g < 0 || g >= n_groups || key < 0 || key >= n_keys || offsets[g] < 0 || offsets[g + 1] > n_tok) {
+            PyErr_Format(PyExc_ValueError, "group_mask: pair (%d, %d) is outside the table", g, key);
+            goto done;
+        }
+        const uint8_t *row = ok + (size_t)key * n_states;
+        for (int64_t t = offsets[g]; t < offsets[g + 1]; t++) {
+            int32_t e = ends[t];
+            int64_t id = ids[t];
+            if (e < 0 || e >= n_states || id < 0 || id >= b[5].len) {
+                PyErr_SetString(PyExc_ValueError, "group_mask: a token's state or id is out of range");
+                goto done;
+            }
+            out[id] |= row[e];
+        }
+    }
+    result = Py_NewRef(Py_None);
+done:
+    for (int i = 0; i < 6; i++)
+        if (b[i].obj) PyBuffer_Release(&b[i]);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"split_trie", split_trie, METH_VARARGS, "A token table's split sequences as CSR arrays (see source)."},
+    {"group_mask", group_mask, METH_VARARGS, "Set the mask of a signature's token groups (see source)."},
     {NULL, NULL, 0, NULL},
 };
 

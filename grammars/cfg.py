@@ -13,7 +13,6 @@ same key, so the mask of a context seen before is a dictionary lookup.
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -23,8 +22,8 @@ import numpy as np
 import torch
 
 from grammars.lexer_dfa import DEAD, START, LexerDFA
-from grammars.syntax import Syntax
-from grammars.token_tables import TokenBytes, TokenTable, build_table, load_table, save_table
+from grammars.syntax import Syntax, group_mask
+from grammars.token_tables import TokenBytes, TokenTable, build_table, load_table, save_table_soon
 from plugin.errors import ConstraintViolation, prefix_error
 from plugin.matcher import Layout, Matcher, next_forced_byte
 from plugin.vocabulary import Vocabulary
@@ -104,8 +103,7 @@ class CompiledGrammar:
                 path.unlink(missing_ok=True)  # a damaged cache file is rebuilt
         table = build_table(self.lexer, self.tokens, q)
         if path is not None:
-            with contextlib.suppress(OSError):  # a read-only or full cache only costs speed
-                save_table(table, path)
+            save_table_soon(table, path)
         return table
 
     def allowed(self, q: int, syn: int) -> torch.Tensor:
@@ -132,16 +130,12 @@ class CompiledGrammar:
         return mask
 
     def _build_mask(self, table: TokenTable, signature: bytes) -> torch.Tensor:
-        out = np.zeros(self.vocab.size, dtype=bool)
-        parts = []
-        for gi, ok in np.frombuffer(signature, dtype=np.int32).reshape(-1, 2).tolist():
-            ids = table.selected.get((gi, ok))
-            if ids is None:
-                ids = table.selected[gi, ok] = table.select(gi, self.syntax.ok_states_of(ok))
-            parts.append(ids)
-        if parts:  # one scatter: a start state's signature has a hundred groups
-            out[np.concatenate(parts)] = True
-        return torch.from_numpy(out)
+        """The tokens of the signature's groups whose open lexeme its ok key keeps, set
+        in one pass in the compiled core."""
+        out = np.zeros(self.vocab.size, dtype=np.uint8)
+        ok = self.syntax.ok_table()
+        group_mask(signature, table.ids, table.ends, table.offsets, ok, ok.shape[1], out)
+        return torch.from_numpy(out.view(bool))
 
     def _remember(self, key: Hashable, mask: torch.Tensor) -> None:
         self._masks[key] = mask

@@ -36,6 +36,7 @@ UNUSED = -2  # lexer terminal the parser never accepts
 
 SplitTrie = tuple[bytes, bytes, bytes, bytes, bytes]  # see grammars.token_tables.TokenTable.split_trie
 split_trie = _lr_core.split_trie  # (group_seq, seq_parent, seq_term) int32 -> SplitTrie
+group_mask = _lr_core.group_mask  # (signature, ids, ends, offsets, ok_table, lexer states, out)
 
 
 class Syntax:
@@ -54,7 +55,8 @@ class Syntax:
         pt = np.array(parser_term, dtype=np.int32).tobytes()
         self._core = _lr_core.Parser(*tables.dense(), pt, python_layer)
         self._winnable = lexer.winnable[:, : len(parser_term)]
-        self._ok_arrays: list[np.ndarray] = []
+        self._ok = np.zeros((16, len(self._winnable)), dtype=np.uint8)  # ok arrays, a row per key
+        self._n_ok = 0
 
     def initial(self) -> int:
         return self._core.initial()
@@ -89,12 +91,25 @@ class Syntax:
         return self._core.ok_key(syn)
 
     def ok_states_of(self, key: int) -> np.ndarray:
-        """The array an :meth:`ok_key` names (built the first time it is asked for)."""
-        arrays = self._ok_arrays
-        while len(arrays) <= key:
-            row = np.frombuffer(self._core.key_row(len(arrays)), dtype=bool)
-            arrays.append(np.asarray(self._winnable @ row, dtype=bool))
-        return arrays[key]
+        """The array an :meth:`ok_key` names."""
+        if key >= self._n_ok:
+            self.ok_table()
+        return self._ok[key].view(bool)
+
+    def ok_table(self) -> np.ndarray:
+        """uint8 [keys, lexer states]: every ok key's array so far (rows are built the
+        first time they are asked for), as the mask assembly reads them."""
+        n = self._core.key_count()
+        if n > self._n_ok:
+            if n > len(self._ok):
+                grown = np.zeros((2 * n, self._ok.shape[1]), dtype=np.uint8)
+                grown[: self._n_ok] = self._ok[: self._n_ok]
+                self._ok = grown  # rows handed out before keep the old buffer: same values
+            for key in range(self._n_ok, n):
+                row = np.frombuffer(self._core.key_row(key), dtype=bool)
+                self._ok[key] = self._winnable @ row
+            self._n_ok = n
+        return self._ok[: self._n_ok]
 
     def signature(self, syn: int, trie: SplitTrie) -> bytes:
         """The (group, ok key) pairs, int32 and sorted, of every token group whose split

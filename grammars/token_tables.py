@@ -5,19 +5,22 @@ From a lexer DFA state ``q`` a token's bytes either die, or end some lexemes (th
 ``q_end``. Tokens with the same split terminals form a :class:`Group`, and the groups
 hang in a trie keyed by their split sequences. At mask time the parser walks the trie
 (one ``feed`` per trie edge, so groups sharing a first terminal share its feed, and a
-refused terminal prunes its whole subtree; in the compiled LR core), and a group's tokens are kept by one
-vectorised lookup of ``ok_states[q_end]``. Nothing loops over the vocabulary in Python
-per step. Tables are built lazily, once per lexer state, by a walk of the vocabulary's
-token trie in the compiled core (:func:`grammars.native.lexer_walk`), which also groups
-the tokens and interns their split sequences, so a table is a few flat arrays: kept on
-disk next to the compiled grammar, a later process reads them instead of walking.
+refused terminal prunes its whole subtree), and a group's tokens are kept where
+``ok_states[q_end]`` holds; both in the compiled LR core (``grammars/_lr_core.c``), so
+nothing loops over the vocabulary in Python per step. Tables are built lazily, once per
+lexer state, by a walk of the vocabulary's token trie in the compiled core
+(:func:`grammars.native.lexer_walk`), which also groups the tokens and interns their
+split sequences, so a table is a few flat arrays: kept on disk next to the compiled
+grammar, a later process reads them instead of walking.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -74,7 +77,6 @@ class TokenTable:
     group_seq: np.ndarray  # int32 [groups]
     seq_parent: np.ndarray  # int32 [sequences]
     seq_term: np.ndarray  # int32 [sequences]
-    selected: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (group, ok key)
 
     @cached_property
     def split_trie(self) -> tuple[bytes, bytes, bytes, bytes, bytes]:
@@ -85,12 +87,6 @@ class TokenTable:
             np.ascontiguousarray(self.seq_parent, dtype=np.int32),
             np.ascontiguousarray(self.seq_term, dtype=np.int32),
         )
-
-    def select(self, group: int, ok_states: np.ndarray) -> np.ndarray:
-        """The token ids of ``group`` whose open lexeme is in an ``ok_states`` state."""
-        a, b = int(self.offsets[group]), int(self.offsets[group + 1])
-        keep = ok_states[self.ends[a:b]]
-        return self.ids[a:b] if keep.all() else self.ids[a:b][keep]
 
 
 # the table's arrays on disk: their names and dtypes, in file order
@@ -122,6 +118,35 @@ def save_table(table: TokenTable, path: Path) -> None:
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     tmp.write_bytes(header + b"".join(a.tobytes() for a in arrays))
     tmp.replace(path)
+
+
+_WRITER: ThreadPoolExecutor | None = None
+_WRITER_LOCK = threading.Lock()
+
+
+def save_table_soon(table: TokenTable, path: Path) -> None:
+    """:func:`save_table` on a background thread: the disk cache serves later processes,
+    and a first visit should not wait for its table's write (4 ms on a 128k vocabulary,
+    as long as the table's build). Writes finish before the interpreter exits; an
+    ``OSError`` (a read-only or full cache) only costs a later process its speed."""
+    global _WRITER
+    with _WRITER_LOCK:
+        if _WRITER is None:
+            _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stencil-table-writer")
+        _WRITER.submit(_save_quietly, table, path)
+
+
+def _save_quietly(table: TokenTable, path: Path) -> None:
+    with contextlib.suppress(OSError):
+        save_table(table, path)
+
+
+def wait_for_table_saves() -> None:
+    """Block until every table handed to :func:`save_table_soon` is on disk."""
+    with _WRITER_LOCK:
+        writer = _WRITER
+    if writer is not None:
+        writer.submit(lambda: None).result()
 
 
 def load_table(path: Path) -> TokenTable:

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grammars import compile as compile_grammar
+from grammars.token_tables import wait_for_table_saves
 from plugin.errors import ConstraintViolation, GrammarError, PromptError
 
 ARITH = r"""
@@ -352,11 +353,13 @@ def test_token_tables_from_disk_give_the_same_masks(default_tokenizer, tmp_path,
         return out
 
     built = masks()
+    wait_for_table_saves()  # tables are written on a background thread
     files = sorted(tmp_path.rglob("q*.bin"))
     assert files, "tables were not written"
     assert all(torch.equal(a, b) for a, b in zip(built, masks(), strict=True))
     for damaged in (b"not a table", files[0].read_bytes()[:100]):  # garbage, a cut-off file
         files[0].write_bytes(damaged)
         assert all(torch.equal(a, b) for a, b in zip(built, masks(), strict=True))
+        wait_for_table_saves()
         assert files[0].read_bytes() != damaged
     lark_compile._MEMORY.clear()
