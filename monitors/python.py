@@ -29,6 +29,7 @@ new).
 
 from __future__ import annotations
 
+import itertools
 import keyword
 import re
 import time
@@ -43,6 +44,9 @@ from monitors.restriction import Restriction
 from plugin.errors import OptionError
 
 PROBE = b"__stencil_probe__"
+_ANCHOR_LAG = 64  # bytes before the end of a long rescan where a lexical anchor is left
+_ANCHORS = 8  # anchors kept
+_RECENT = 16  # recently lexed texts looked at for a known prefix
 # An identifier can only follow these bytes (after an identifier byte it would continue
 # it; after a quote or a closing bracket it would be a syntax error).
 _BEFORE_IDENTIFIER = frozenset(b" \t\n.([{,=:;+-*/%<>&|^~!@")
@@ -190,6 +194,7 @@ class PythonMonitor(Monitor):
         self._jedi = jedi
         self._parser = Parser(Language(tree_sitter_python.language()))
         self._lex_cache: OrderedDict[bytes, LexState] = OrderedDict()
+        self._lex_anchors: OrderedDict[bytes, LexState] = OrderedDict()
         self._line_names: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
         self._signatures: OrderedDict[bytes, tuple[Signature, ...] | None] = OrderedDict()
 
@@ -198,18 +203,34 @@ class PythonMonitor(Monitor):
         found = self._lex_cache.get(text)
         if found is not None:
             return found
-        # Rescan the whole text from a cached state of one of its prefixes: the longest
-        # cached one among the last few texts (generation appends a token at a time).
-        base, state = b"", LexState()
-        for known, st in reversed(self._lex_cache.items()):
-            if len(known) > len(base) and text.startswith(known) and known[-1:] not in (b'"', b"'"):
-                base, state = known, st
-                break
+        base, state = self._lex_base(text)
+        # A long rescan (a new file, or the cache flushed by a mask's many texts) leaves
+        # an anchor a little before the end: the texts of the next steps extend it.
+        cut = len(text) - _ANCHOR_LAG
+        while cut > len(base) and text[cut - 1 : cut] in (b'"', b"'"):
+            cut -= 1
+        if cut - len(base) > _ANCHOR_LAG:
+            state = scan(state, text[len(base) : cut], len(base))
+            base = text[:cut]
+            self._lex_anchors[base] = state
+            if len(self._lex_anchors) > _ANCHORS:
+                self._lex_anchors.popitem(last=False)
         state = scan(state, text[len(base) :], len(base))
         self._lex_cache[text] = state
         if len(self._lex_cache) > 256:
             self._lex_cache.popitem(last=False)
         return state
+
+    def _lex_base(self, text: bytes) -> tuple[bytes, LexState]:
+        """The longest prefix of ``text`` with a known lexical state, among the anchors and
+        the last texts lexed (generation appends a token at a time). A prefix ending in a
+        quote is not used: the quote may be the start of a triple one."""
+        base, state = b"", LexState()
+        recent = itertools.islice(reversed(self._lex_cache.items()), _RECENT)
+        for known, st in itertools.chain(reversed(self._lex_anchors.items()), recent):
+            if len(known) > len(base) and text.startswith(known) and known[-1:] not in (b'"', b"'"):
+                base, state = known, st
+        return base, state
 
     def analyse(self, text: bytes) -> Restriction | None:
         if text and text[-1] not in _BEFORE_IDENTIFIER:
@@ -348,14 +369,21 @@ class PythonMonitor(Monitor):
         """jedi's completions at the end of ``text`` as a restriction. ``new_names``: names
         jedi does not list may come (a new attribute in an assignment target, a keyword
         argument in a call)."""
-        line_start = text.rfind(b"\n") + 1
         rest = self._rest
-        if kind == "name" and not new_names and not self._lex(text[:line_start]).brackets:
+        line_start = self._logical_line_start(text) if kind == "name" else None
+        if line_start is not None:
+            # In a call's arguments, the callee's keyword parameters too (its signatures
+            # are asked once per call, by the arity check); None: the callee is unknown,
+            # a class, or takes **kwargs, and the argument is left free.
+            keywords = self._keyword_parameters(text) if new_names else frozenset()
+            if keywords is None:
+                return None
             names = self._scope_names(text, line_start, rest)
             if not names:
                 return None
             # plus what the line binds itself (lambda parameters, walrus targets, …)
-            return self._names(names | frozenset(_WORD.findall(text[line_start:])))
+            return self._names(names | keywords | frozenset(_WORD.findall(text[line_start:])))
+        line_start = text.rfind(b"\n") + 1
         before = text.decode("utf-8", errors="replace")
         line, column = _position(before)
         # Open brackets are closed: jedi loses the local names after an unbalanced line.
@@ -386,6 +414,27 @@ class PythonMonitor(Monitor):
                 if not str(p.kind).endswith(("POSITIONAL_ONLY", "VAR_POSITIONAL"))
             )
         return self._names(names | extra)
+
+    def _logical_line_start(self, text: bytes) -> int | None:
+        """Where the logical line ``text`` ends in starts (the line of its outermost open
+        bracket): jedi's names there, asked once per line, plus the line's own words, are
+        the names in scope at the end of ``text``. None when that line itself starts inside
+        a bracket, string or comment (jedi is then asked at the end of ``text``)."""
+        lex = self._lex(text)
+        start = text.rfind(b"\n", 0, lex.opened[0] if lex.opened else len(text)) + 1
+        head = self._lex(text[:start])
+        return start if head.in_code and not head.brackets else None
+
+    def _keyword_parameters(self, text: bytes) -> frozenset[bytes] | None:
+        """The keyword parameters of the call whose arguments ``text`` ends in, over all of
+        its signatures; None when they are unknown or unbounded (``**kwargs``)."""
+        lex = self._lex(text)
+        if not lex.brackets or lex.brackets[-1] != ord("("):
+            return None
+        signatures = self._signatures_of(text, lex.opened[-1], lex)
+        if not signatures or any(sig.var_keyword for sig in signatures):
+            return None
+        return frozenset().union(*(sig.keyword for sig in signatures))
 
     @property
     def _rest(self) -> str:

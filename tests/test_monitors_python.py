@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitors import MonitoredConstraint, PythonMonitor, build_monitors
+from monitors.python_lexer import LexState, scan
 from plugin.errors import OptionError
 from tests.conftest import shared_path
 
@@ -145,6 +148,34 @@ def test_call_arguments_include_keyword_parameters(monitor):
     any_keyword = monitor.restriction(b"def h(a, **kw):\n    pass\n\nh(1, ")  # and no positional
     assert any_keyword.complete_ok(b"whatever", ord("=")) and not any_keyword.complete_ok(b"a", ord(")"))
     assert names(monitor, "unknown(1, ") is None
+
+
+def test_names_on_continuation_lines_and_in_calls_come_from_the_logical_line(monitor):
+    """Inside a call spread over lines, the names are those in scope where the logical
+    line starts, the line's own words and the callee's keyword parameters: the same set
+    jedi gives at the point, without asking it at every point."""
+    code = "def g(a, b=1, *, key=2):\n    pass\n\ndef f(alpha):\n    local = 1\n    g(alpha,\n      "
+    found = names(monitor, code)
+    assert {"alpha", "local", "key", "b", "g", "len"} <= found
+    assert "delta" not in found
+    # a word the line itself wrote (a lambda parameter) is in scope too
+    assert "item" in names(monitor, code.replace("g(alpha,", "g(lambda item: item,"))
+
+
+LEX_PARTS = ['"', "'", '"""', "#", "\n", "(", ")", "[", "]", " x", "\\", ".", ", "]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.sampled_from(LEX_PARTS), max_size=60))
+def test_incremental_lexing_equals_a_scan_from_the_start(monitor, parts):
+    """The lexical state the monitor keeps (anchors before the end of long rescans, the
+    last texts lexed) equals one scan of the whole text, as a mask asks for many
+    texts that share a long prefix."""
+    text = b""
+    for part in parts:
+        text += part.encode() * 20  # long steps: rescans past the anchor distance
+        for sibling in (b"", b".", b'"', b"'" * 3, b"(x"):
+            assert monitor._lex(text + sibling) == scan(LexState(), text + sibling)
 
 
 OPS = "from geometry.ops import grow\n\nr = None\n"
