@@ -346,7 +346,9 @@ class SchemaAutomaton:
         if isinstance(fmt, str) and "format" in self.norm.asserting:
             if fmt in self.formats:
                 patterns.append(("format", self.formats[fmt]))
-            elif fmt in _known_formats():
+            elif fmt in _known_formats() or fmt in DEFINED_FORMATS:
+                # defined by some draft (``iri`` in a draft-04 schema too): a user reading
+                # "valid" expects it checked, so it is refused, not taken as an annotation
                 self.unsupported("format", where(norm, "format", at), f"format {fmt!r} is not enforced")
         lo, hi = norm.get("minLength", 0), norm.get("maxLength")
         if hi is not None and lo > hi:
@@ -622,6 +624,19 @@ def _kind(value: Any) -> str:
     if isinstance(value, str):
         return "string"
     return "array" if isinstance(value, list) else "object"
+
+
+# Every format some JSON Schema draft defines (draft 3 to 2020-12). A format outside
+# these and outside the validator's checkers (``int32``, ``topic``) has no definition
+# anywhere, so no validator checks it: it stays an annotation, as the drafts say.
+DEFINED_FORMATS = frozenset(
+    {
+        "date-time", "date", "time", "duration", "email", "idn-email", "hostname",
+        "idn-hostname", "ipv4", "ipv6", "uri", "uri-reference", "iri", "iri-reference",
+        "uuid", "uri-template", "json-pointer", "relative-json-pointer", "regex",
+        "utc-millisec", "color", "style", "phone", "host-name", "ip-address",
+    }
+)  # fmt: skip
 
 
 @functools.cache

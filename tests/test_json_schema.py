@@ -43,6 +43,13 @@ def accepts_text(compiled, tokenizer, text: str) -> bool:
         ({"oneOf": [{"type": "integer"}, {"type": "number"}]}, "oneOf", "/oneOf"),
         ({"allOf": [{"type": "string", "pattern": "a"}, {"pattern": "b"}]}, "allOf", "/allOf"),
         ({"type": "string", "format": "idn-hostname"}, "format", "/format"),
+        # a format a later draft defines, in a draft-04 schema (no draft-04 checker exists)
+        (
+            {"$schema": "http://json-schema.org/draft-04/schema#", "type": "string", "format": "iri"},
+            "format",
+            "/format",
+        ),
+        ({"type": "object", "properties": {"d": {"format": "duration"}}}, "format", "/properties/d/format"),
         (
             {"$defs": {"p": {"type": "number", "multipleOf": 3}}, "$ref": "#/$defs/p"},
             "multipleOf",
@@ -67,6 +74,16 @@ def test_unenforced_keywords_are_refused_with_their_pointer(default_tokenizer, s
     assert info.value.keyword == keyword
     assert info.value.pointer == pointer
     assert keyword in str(info.value) and pointer in str(info.value)
+
+
+def test_a_format_no_draft_defines_is_an_annotation(default_tokenizer):
+    """``int32`` (OpenAPI's) is defined by no JSON Schema draft, so no validator checks
+    it: the schema compiles and the format constrains nothing."""
+    c = compile_json_schema({"type": "string", "format": "int32"}, default_tokenizer)
+    m = c.matcher()
+    for t in default_tokenizer.encode('"not a number"', add_special_tokens=False):
+        m.advance(t)
+    assert m.is_accepting()
 
 
 def test_non_strict_drops_with_a_warning_naming_the_keyword(default_tokenizer):
