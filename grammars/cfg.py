@@ -30,6 +30,10 @@ from plugin.vocabulary import Vocabulary
 
 _MASK_CACHE_BYTES = 256 * 1024 * 1024
 _MAX_FORCED_BYTES = 64
+FAR = 1 << 30  # the bound of a state from which no completion was found
+_COMPLETION_VISITS = 4096  # states a completion walk may enter
+_COMPLETION_BYTES = 256  # the longest completion a walk builds
+_CLOSING_FIRST = b")]}\"';\n 0a"  # bytes a completion walk tries first, in this order
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class CompiledGrammar:
     table_dir: Path | None = None  # where per-lexer-state token tables are kept on disk
     _tables: dict[int, TokenTable] = field(default_factory=dict)
     _masks: OrderedDict = field(default_factory=OrderedDict)
+    _bounds: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def matcher(self) -> GrammarMatcher:
         """A fresh matcher at the grammar's start."""
@@ -129,6 +134,33 @@ class CompiledGrammar:
         self._remember(key, mask)
         return mask
 
+    def bound(self, q: int, syn: int) -> int:
+        """Tokens of a known completion from ``(q, syn)`` to a point where the grammar
+        may end (:data:`FAR` if the walk found none): an upper bound on the shortest
+        one, so a budget that is at least this can always be met.
+
+        The completion is real: a depth-first walk over bytes (:func:`_completion`)
+        that tries closing bytes first, and every state on its path gets the bound of
+        the rest of the path, so the states the next tokens reach are mostly known. It
+        is counted in tokens by spelling its bytes with the longest vocabulary tokens
+        (any spelling of the same bytes reaches the same state). Python's final
+        ``ast.parse`` is not part of the walk: a completion the LALR tables allow but
+        CPython refuses (an assignment to a literal, say) is rare and would be bounded
+        as finishable.
+        """
+        key = (q, syn)
+        hit = self._bounds.get(key)
+        if hit is None:
+            found = _completion(self, q, syn)
+            if found is None:
+                hit = self._bounds[key] = FAR
+            else:
+                data, states, tail = found
+                for i, state in enumerate(states):
+                    self._bounds.setdefault(state, _spelled_length(self, data[i:]) + tail)
+                hit = self._bounds[key]
+        return hit
+
     def _build_mask(self, table: TokenTable, signature: bytes) -> torch.Tensor:
         """The tokens of the signature's groups whose open lexeme its ok key keeps, set
         in one pass in the compiled core."""
@@ -169,6 +201,87 @@ def _forced_bytes(g: CompiledGrammar, q: int, syn: int, layout: Layout | None = 
         prev = byte
         q, syn = found
     return bytes(out)
+
+
+def _next_bytes(g: CompiledGrammar, q: int, syn: int) -> list[int]:
+    """The bytes that may follow ``(q, syn)``, closing ones first (see
+    :data:`_CLOSING_FIRST`), then the others in byte order."""
+    lexer, syntax = g.lexer, g.syntax
+    row = lexer.trans[q]
+    allowed = (row != DEAD) & syntax.ok_states(syn)[row]
+    term = int(lexer.best[q])
+    if q != START and term >= 0:
+        after = syntax.feed(syn, term)
+        if after is not None:
+            restart = lexer.trans[START]
+            allowed |= (row == DEAD) & (restart != DEAD) & syntax.ok_states(after)[restart]
+    first = [b for b in _CLOSING_FIRST if allowed[b]]
+    return first + [b for b in np.flatnonzero(allowed).tolist() if b not in _CLOSING_FIRST]
+
+
+def _completion(g: CompiledGrammar, q: int, syn: int) -> tuple[bytes, list[tuple[int, int]], int] | None:
+    """``(data, states, tail)``: bytes ``data`` from ``(q, syn)`` to a point where the
+    grammar may end, or to a state whose bound is known (``tail`` tokens, else 0), with
+    the state before each byte (the start included); None if the walk finds neither
+    within its caps.
+
+    Depth first, each state entered once, closing bytes tried first: most states end
+    within a few bytes (a number or a name ends where it is, brackets and quotes close,
+    a statement needs ``0``). Not the shortest completion, a real one."""
+    start = (q, syn)
+    if _may_end(g, q, syn):
+        return b"", [start], 0
+    seen = {start}
+    path = bytearray()
+    states = [start]
+    stack = [iter(_next_bytes(g, q, syn))]
+    while stack:
+        cq, cs = states[-1]
+        step = None
+        for b in stack[-1]:
+            found = _walk(g, cq, cs, bytes((b,)), check=True)
+            if found is not None and found not in seen:
+                step = (b, found)
+                break
+        if step is None:
+            stack.pop()
+            states.pop()
+            if path:
+                path.pop()
+            continue
+        b, found = step
+        seen.add(found)
+        path.append(b)
+        states.append(found)
+        known = g._bounds.get(found)
+        if known is not None and known < FAR:
+            return bytes(path), states[:-1], known
+        if _may_end(g, *found):
+            return bytes(path), states[:-1], 0
+        if len(seen) > _COMPLETION_VISITS:
+            return None
+        if len(path) >= _COMPLETION_BYTES:
+            path.pop()
+            states.pop()
+            continue
+        stack.append(iter(_next_bytes(g, *found)))
+    return None
+
+
+def _spelled_length(g: CompiledGrammar, data: bytes) -> int:
+    """Tokens spelling ``data`` greedily with the longest vocabulary tokens (FAR if a
+    byte has no token)."""
+    spell = g.spellings()
+    count = i = 0
+    while i < len(data):
+        for n in range(min(len(data) - i, spell.longest), 0, -1):
+            if data[i : i + n] in spell.ids:
+                i += n
+                count += 1
+                break
+        else:
+            return FAR
+    return count
 
 
 def _may_end(g: CompiledGrammar, q: int, syn: int | None) -> bool:
@@ -271,6 +384,58 @@ class GrammarMatcher(Matcher):
         mask[: allowed.numel()] |= allowed.to(mask.device, non_blocking=True)
         if self.is_accepting():
             mask[list(self.vocab.eos_ids)] = True
+
+    def budget_refuses(self, token_id: int, remaining: int) -> bool:
+        if self._is_done() or token_id in self.vocab.eos_ids:
+            return False
+        found = self._step(token_id)
+        return found is not None and self._g.bound(*found) + 1 > remaining - 1
+
+    def restrict_to_budget(self, mask: torch.Tensor, remaining: int) -> bool:
+        """Clear the tokens after which the grammar's bound (:meth:`CompiledGrammar.bound`)
+        plus the end-of-sequence token exceeds ``remaining - 1``: the output then ends
+        ``"stop"`` (with EOS) within its budget, not ``"length"``. Tokens are taken group
+        by group from the lexer state's token table: a group's tokens end the same
+        lexemes, so they share the parser state after them and differ only in the lexer
+        state they leave open."""
+        if self._is_done():
+            return False
+        g, st = self._g, self._state
+        size = self.vocab.size
+        allowed = mask[:size].cpu().numpy()
+        table = g.table(st.q)
+        parent, term = table.seq_parent, table.seq_term
+        syn_of: dict[int, int | None] = {0: st.syn}
+        far = np.zeros(size, dtype=bool)
+        limit = remaining - 2  # the completion's tokens, then EOS
+        for gi, seq in enumerate(table.group_seq.tolist()):
+            a, b = int(table.offsets[gi]), int(table.offsets[gi + 1])
+            ids = table.ids[a:b]
+            live = allowed[ids]
+            if not live.any():
+                continue
+            chain = []
+            while seq not in syn_of:
+                chain.append(seq)
+                seq = int(parent[seq])
+            syn = syn_of[seq]
+            for c in reversed(chain):
+                syn = None if syn is None else g.syntax.feed(syn, int(term[c]))
+                syn_of[c] = syn
+            if syn is None:
+                continue
+            ends = table.ends[a:b][live]
+            for end in np.unique(ends).tolist():
+                if g.bound(end, syn) > limit:
+                    far[ids[live][ends == end]] = True
+        if not far.any():
+            return False
+        kept = allowed & ~far
+        kept[list(self.vocab.eos_ids)] = False
+        if not kept.any() and not self.is_accepting():
+            return False  # the budget cannot be met at all: leave the choice to the model
+        mask[torch.from_numpy(np.flatnonzero(far)).to(mask.device)] = False
+        return True
 
     def forced_bytes(self, layout: Layout | None = None) -> bytes:
         return b"" if self._is_done() else _forced_bytes(self._g, self._state.q, self._state.syn, layout)

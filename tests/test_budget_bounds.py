@@ -220,3 +220,131 @@ def test_choosing_before_restricting_keeps_the_budget_restricted_distribution(
         redrawn += gen.stats["budget_restricted_steps"]
     assert redrawn > runs / 4  # the restriction was needed often
     assert chi_square_pvalue(counts, target, runs) > 1e-3
+
+
+# --- the grammar engine -------------------------------------------------------------
+
+
+def grammar_walk(g, budget: int, rng: random.Random, prefix: str = "") -> tuple[bool, bytes]:
+    """A random decode (never choosing EOS) under restrict_to_budget; whether it ends
+    where the grammar may end, and its text."""
+    matcher = g.matcher_after(prefix) if prefix else g.matcher()
+    mask = torch.zeros(g.vocab.size, dtype=torch.bool)
+    for used in range(budget):
+        mask.zero_()
+        matcher.fill_mask(mask)
+        matcher.restrict_to_budget(mask, budget - used)
+        mask[sorted(g.vocab.eos_ids)] = False
+        ids = torch.nonzero(mask).flatten()
+        if not ids.numel():
+            break
+        matcher.advance(int(ids[rng.randrange(ids.numel())]))
+    return matcher.is_accepting(), matcher.text()
+
+
+@pytest.mark.parametrize(
+    ("grammar", "prefix"),
+    [("json", ""), ("sql", ""), ("sql", "SELECT a FROM t WHERE (b = "), ("python", "def f(x):\n")],
+)
+def test_grammar_decodes_finish_within_any_budget_the_bound_allows(default_tokenizer, grammar, prefix):
+    """Random tokens, never EOS, under the grammar's budget bounds: every walk whose
+    budget is at least the start state's bound plus one (the end-of-sequence token the
+    bounds keep room for) ends where the grammar may end, and Lark's own parser (or
+    ``ast.parse``) takes the text."""
+    import ast
+
+    import lark
+
+    from grammars import compile as compile_grammar
+    from grammars.lark_compile import GRAMMAR_DIR
+
+    g = compile_grammar(grammar, default_tokenizer)
+    start = g.matcher_after(prefix) if prefix else g.matcher()
+    bound = g.bound(start._state.q, start._state.syn)
+    assert bound < 64
+    parser = None
+    if grammar != "python":
+        parser = lark.Lark((GRAMMAR_DIR / f"{grammar}.lark").read_text(), parser="lalr", start="start")
+    rng = random.Random(7)
+    for walk in range(8):
+        accepted, text = grammar_walk(g, bound + 1 + walk % 4, rng, prefix)
+        assert accepted, text
+        if parser is None:
+            ast.parse(text)
+        else:
+            parser.parse(text.decode())
+
+
+def test_grammar_bounds_are_real_completions(default_tokenizer):
+    """A state's bound is the length of a completion the matcher accepts: the bytes
+    the walk found, spelled with vocabulary tokens, end where the grammar may end."""
+    from grammars import compile as compile_grammar
+    from grammars.cfg import FAR, _completion, _spelled_length
+
+    g = compile_grammar("sql", default_tokenizer)
+    rng = random.Random(1)
+    m = g.matcher()
+    for _ in range(30):
+        st = m._state
+        found = _completion(g, st.q, st.syn)
+        assert found is not None
+        data, _, tail = found
+        probe = m.fork()
+        spell = g.spellings()
+        i = 0
+        while i < len(data):  # the greedy spelling the bound counts, advanced for real
+            n = next(
+                n for n in range(min(len(data) - i, spell.longest), 0, -1) if data[i : i + n] in spell.ids
+            )
+            probe.advance(next(t for t in spell.ids[data[i : i + n]] if probe.accepts(t)))
+            i += n
+        if tail == 0:
+            assert probe.is_accepting()
+        assert g.bound(st.q, st.syn) <= _spelled_length(g, data) + tail < FAR
+        mask = torch.zeros(g.vocab.size, dtype=torch.bool)
+        m.fill_mask(mask)
+        mask[sorted(g.vocab.eos_ids)] = False
+        ids = torch.nonzero(mask).flatten().tolist()
+        m.advance(rng.choice(ids))
+
+
+def test_budget_refuses_agrees_with_the_restriction(default_tokenizer):
+    """The decode loop asks ``budget_refuses`` for the chosen token and restricts only
+    when it says so: both must read the same bounds."""
+    from grammars import compile as compile_grammar
+
+    g = compile_grammar("sql", default_tokenizer)
+    m = g.matcher_after("SELECT a FROM t WHERE (b = ")
+    mask = torch.zeros(g.vocab.size, dtype=torch.bool)
+    m.fill_mask(mask)
+    full = mask.clone()
+    for remaining in (1, 2, 3, 6):
+        mask.copy_(full)
+        if not m.restrict_to_budget(mask, remaining):
+            assert torch.equal(mask, full)  # nothing cleared: no token can meet the budget
+            continue
+        for t in torch.nonzero(full).flatten().tolist()[::97]:
+            if t not in g.vocab.eos_ids:
+                assert m.budget_refuses(t, remaining) == (not bool(mask[t]))
+
+
+@pytest.mark.default_model
+def test_sql_that_would_run_on_ends_stop_and_valid(default_model):
+    """The issue's case: a prompt ending in ``SELECT `` makes the default model write
+    ``1000000000000 …`` without end; under the grammar's budget bounds the output ends
+    with end-of-sequence inside ``max_new_tokens`` and Lark's parser takes it."""
+    import lark
+
+    from grammars.lark_compile import GRAMMAR_DIR
+    from plugin.api import constrained_generate
+
+    model, tokenizer = default_model
+    parser = lark.Lark((GRAMMAR_DIR / "sql.lark").read_text(), parser="lalr", start="start")
+    schema = "CREATE TABLE volume(volume_id int, artist text, weeks_on_top real);"
+    for question in ("How many volumes are there?", "List the artists with more than 2 weeks on top."):
+        prompt = f"{schema}\n-- {question}\nSELECT "
+        gen = constrained_generate(
+            model, tokenizer, prompt, grammar="sql", prefix="SELECT ", max_new_tokens=24
+        )
+        assert gen.finish_reason == "stop", gen.text
+        parser.parse("SELECT " + gen.text)
