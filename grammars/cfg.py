@@ -60,6 +60,7 @@ class CompiledGrammar:
     _tables: dict[int, TokenTable] = field(default_factory=dict)
     _masks: OrderedDict = field(default_factory=OrderedDict)
     _bounds: dict[tuple[int, int], int] = field(default_factory=dict)
+    _byte_orders: dict[tuple[int, int, int], list[int]] = field(default_factory=dict)
 
     def matcher(self) -> GrammarMatcher:
         """A fresh matcher at the grammar's start."""
@@ -204,19 +205,35 @@ def _forced_bytes(g: CompiledGrammar, q: int, syn: int, layout: Layout | None = 
 
 
 def _next_bytes(g: CompiledGrammar, q: int, syn: int) -> list[int]:
-    """The bytes that may follow ``(q, syn)``, closing ones first (see
-    :data:`_CLOSING_FIRST`), then the others in byte order."""
+    """One byte per distinct next state among those that may follow ``(q, syn)``,
+    closing ones first (see :data:`_CLOSING_FIRST`), then the others in byte order.
+    They depend on the parser state only through the ok keys before and after the open
+    lexeme ends, so they are kept per (lexer state, those keys)."""
     lexer, syntax = g.lexer, g.syntax
-    row = lexer.trans[q]
-    allowed = (row != DEAD) & syntax.ok_states(syn)[row]
     term = int(lexer.best[q])
-    if q != START and term >= 0:
-        after = syntax.feed(syn, term)
+    after = syntax.feed(syn, term) if q != START and term >= 0 else None
+    key = (q, syntax.ok_key(syn), -1 if after is None else syntax.ok_key(after))
+    hit = g._byte_orders.get(key)
+    if hit is None:
+        row = lexer.trans[q]
+        allowed = (row != DEAD) & syntax.ok_states_of(key[1])[row]
         if after is not None:
             restart = lexer.trans[START]
-            allowed |= (row == DEAD) & (restart != DEAD) & syntax.ok_states(after)[restart]
-    first = [b for b in _CLOSING_FIRST if allowed[b]]
-    return first + [b for b in np.flatnonzero(allowed).tolist() if b not in _CLOSING_FIRST]
+            allowed |= (row == DEAD) & (restart != DEAD) & syntax.ok_states_of(key[2])[restart]
+        order = [b for b in _CLOSING_FIRST if allowed[b]]
+        order += [b for b in np.flatnonzero(allowed).tolist() if b not in _CLOSING_FIRST]
+        # bytes that lead to the same lexer state (continuing the lexeme, or ending it
+        # and starting the same next one) lead to the same matcher state: one each
+        restart = lexer.trans[START]
+        seen: set[tuple[bool, int]] = set()
+        hit = []
+        for b in order:
+            target = (True, int(row[b])) if row[b] != DEAD else (False, int(restart[b]))
+            if target not in seen:
+                seen.add(target)
+                hit.append(b)
+        g._byte_orders[key] = hit
+    return hit
 
 
 def _completion(g: CompiledGrammar, q: int, syn: int) -> tuple[bytes, list[tuple[int, int]], int] | None:
