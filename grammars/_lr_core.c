@@ -742,6 +742,7 @@ static PyObject *parser_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
                           &start, &end_state, &end_term, &pt, &python))
         return NULL;
     Parser *p = (Parser *)type->tp_alloc(type, 0);
+    PyObject *result = NULL;
     Py_buffer pyb[4] = {{0}};
     if (!p) goto fail;
     if (n_states < 1 || n_terms < 1 || n_terms > 64 * MAXW || end_term < 0 || end_term >= n_terms ||
@@ -866,15 +867,9 @@ static PyObject *parser_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         for (int lt = 0; lt < p->n_lt; lt++) p->column[lt] = -1;
     }
     if (build_masks(p) < 0) goto fail;
-    for (int i = 0; i < 4; i++)
-        if (pyb[i].obj) PyBuffer_Release(&pyb[i]);
-    PyBuffer_Release(&kind);
-    PyBuffer_Release(&arg);
-    PyBuffer_Release(&nt);
-    PyBuffer_Release(&go);
-    PyBuffer_Release(&pt);
-    return (PyObject *)p;
-fail:
+    result = (PyObject *)p;
+    p = NULL;
+fail: /* and success: the buffers are released either way */
     for (int i = 0; i < 4; i++)
         if (pyb[i].obj) PyBuffer_Release(&pyb[i]);
     PyBuffer_Release(&kind);
@@ -883,7 +878,7 @@ fail:
     PyBuffer_Release(&go);
     PyBuffer_Release(&pt);
     Py_XDECREF(p);
-    return NULL;
+    return result;
 }
 
 static PyMethodDef parser_methods[] = {

@@ -215,16 +215,14 @@ def _next_bytes(g: CompiledGrammar, q: int, syn: int) -> list[int]:
     key = (q, syntax.ok_key(syn), -1 if after is None else syntax.ok_key(after))
     hit = g._byte_orders.get(key)
     if hit is None:
-        row = lexer.trans[q]
+        row, restart = lexer.trans[q], lexer.trans[START]
         allowed = (row != DEAD) & syntax.ok_states_of(key[1])[row]
         if after is not None:
-            restart = lexer.trans[START]
             allowed |= (row == DEAD) & (restart != DEAD) & syntax.ok_states_of(key[2])[restart]
         order = [b for b in _CLOSING_FIRST if allowed[b]]
         order += [b for b in np.flatnonzero(allowed).tolist() if b not in _CLOSING_FIRST]
         # bytes that lead to the same lexer state (continuing the lexeme, or ending it
         # and starting the same next one) lead to the same matcher state: one each
-        restart = lexer.trans[START]
         seen: set[tuple[bool, int]] = set()
         hit = []
         for b in order:

@@ -12,25 +12,35 @@ One kernel serves both byte-automaton routes (see ``grammars/_trie_walk.c``):
 The trie is shared by prefix: a 128k vocabulary has about 275k trie nodes against 1.3M
 token bytes, and a dead byte drops its whole subtree. The extension is built by the
 package's own build (``pip install -e .``, which ``./run setup`` does); without it the
-import fails with the reason, never a silent slow path.
+import fails with the reason, never a silent slow path. The grammar engine's LR core
+(``grammars/_lr_core.c``, used by :mod:`grammars.syntax`) is imported here the same way.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-try:
-    from grammars import _trie_walk
-except ImportError as exc:  # pragma: no cover - exercised only on a broken install
-    raise ImportError(
-        "Stencil's compiled core (grammars._trie_walk) is not built. Run `./run setup` or "
-        "`pip install -e .` from the repository; it needs a C compiler (gcc or cc) and the "
-        f"Python headers (python3-dev). Import error: {exc}"
-    ) from exc
+
+def _compiled(name: str) -> ModuleType:
+    """One of the package's C extensions, or an install error that says how to build it."""
+    try:
+        return importlib.import_module(f"grammars.{name}")
+    except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+        raise ImportError(
+            f"Stencil's compiled core (grammars.{name}) is not built. Run `./run setup` or "
+            "`pip install -e .` from the repository; it needs a C compiler (gcc or cc) and the "
+            f"Python headers (python3-dev). Import error: {exc}"
+        ) from exc
+
+
+_trie_walk = _compiled("_trie_walk")
+lr_core = _compiled("_lr_core")  # the grammar engine's parser side (grammars/syntax.py)
 
 if TYPE_CHECKING:
     from grammars.lazy_dfa import LazyDFA

@@ -21,15 +21,7 @@ import numpy as np
 
 from grammars.lalr import ParseTables
 from grammars.lexer_dfa import LexerDFA
-
-try:
-    from grammars import _lr_core
-except ImportError as exc:  # pragma: no cover - exercised only on a broken install
-    raise ImportError(
-        "Stencil's compiled LR core (grammars._lr_core) is not built. Run `./run setup` or "
-        "`pip install -e .` from the repository; it needs a C compiler (gcc or cc) and the "
-        f"Python headers (python3-dev). Import error: {exc}"
-    ) from exc
+from grammars.native import lr_core as _lr_core
 
 IGNORED = -1  # lexer terminal dropped by the parser (%ignore), except at a closed end (below)
 UNUSED = -2  # lexer terminal the parser never accepts

@@ -126,8 +126,8 @@ _WRITER_LOCK = threading.Lock()
 
 def save_table_soon(table: TokenTable, path: Path) -> None:
     """:func:`save_table` on a background thread: the disk cache serves later processes,
-    and a first visit should not wait for its table's write (4 ms on a 128k vocabulary,
-    as long as the table's build). Writes finish before the interpreter exits; an
+    and a first visit should not wait for its table's write (on a 128k vocabulary about
+    as long as building the table). Writes finish before the interpreter exits; an
     ``OSError`` (a read-only or full cache) only costs a later process its speed."""
     global _WRITER
     with _WRITER_LOCK:

@@ -126,6 +126,13 @@ class Monitor(ABC):
         this runs for every point where an identifier could start.
         """
 
+    def accepts_end(self, text: bytes) -> bool:
+        """Whether the output may end right after ``text`` (end-of-sequence allowed):
+        a monitor whose names may be bound later (an SQL qualifier used before the
+        ``FROM`` that binds it) refuses the end while one is still unbound. Default:
+        True."""
+        return True
+
     def analyse_gate(self, text: bytes) -> frozenset[int]:
         """Which bytes of :attr:`gated` may not come right after ``text``; called once per
         distinct ``text`` (cached), only by monitors with a non-empty :attr:`gated`."""

@@ -145,7 +145,10 @@ class MonitoredMatcher(Matcher):
         return tuple(out)
 
     def _monitors_accept_end(self) -> bool:
-        return all(a is None or a.restriction.complete_ok(a.partial, None) for a in self._node.active)
+        node = self._node
+        if not all(a is None or a.restriction.complete_ok(a.partial, None) for a in node.active):
+            return False
+        return all(monitor.accepts_end(node.text) for monitor in self._owner.monitors)
 
     def _monitor_mask(self, k: int, candidates: np.ndarray) -> np.ndarray:
         node = self._node

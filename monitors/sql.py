@@ -322,6 +322,24 @@ class SQLiteMonitor(Monitor):
         self._tables = enc(self.schema.tables)
         self._all_columns = enc(self.schema.all_columns)
 
+    # `;` ends the statement: refused while a qualifier is unbound (see accepts_end)
+    gated = frozenset(b";")
+
+    def analyse_gate(self, text: bytes) -> frozenset[int]:
+        return frozenset() if self.accepts_end(text) else self.gated
+
+    def accepts_end(self, text: bytes) -> bool:
+        """The statement may end only once every qualifier used before ``FROM`` (in this
+        scope or an enclosing one) is bound: ``SELECT T1.name FROM singer`` would name a
+        table that does not exist."""
+        ctx = _context(text)
+        scope = None if ctx is None else ctx.scope
+        while scope is not None:
+            if scope.forward:
+                return False
+            scope = scope.parent
+        return True
+
     def analyse(self, text: bytes) -> Restriction | None:
         if text and text[-1] not in _BEFORE_IDENTIFIER:
             return None

@@ -59,6 +59,16 @@ def test_alias_bound_later_allows_any_column(monitor):
     assert not r.complete_ok(b"salary", ord(","))
 
 
+def test_statement_ends_only_once_forward_qualifiers_are_bound(monitor):
+    """``SELECT T1.name FROM singer`` names a ``T1`` nothing binds: neither ``;`` nor
+    the end of the output may come until an alias or table binds it."""
+    assert not monitor.accepts_end(b"SELECT T1.name FROM singer")
+    assert monitor.refused(b"SELECT T1.name FROM singer AS x\n-- done\n") == frozenset(b";")
+    assert monitor.accepts_end(b"SELECT T1.name FROM singer AS T1")
+    assert monitor.refused(b"SELECT T1.name FROM singer AS T1") == frozenset()
+    assert monitor.accepts_end(b"SELECT name FROM singer WHERE age > 30")
+
+
 def test_expressions_use_the_tables_in_scope(monitor):
     r = allowed(monitor, "SELECT name FROM singer WHERE ")
     assert r.complete_ok(b"age", ord(" ")) and r.complete_ok(b"count", ord("("))
