@@ -34,6 +34,7 @@
 #define UNUSED (-2)
 #define MAXW 32             /* bit-set words: at most 2,048 parser or lexer terminals */
 #define MAX_REDUCE_DEPTH 10000
+#define MAX_ACCEPTED_DEPTH 512 /* nested reductions followed for an accepted set (C stack) */
 #define EMPTY UINT64_MAX
 
 /* ---------------------------------------------------------------- growable arrays */
@@ -225,7 +226,7 @@ static int accepted_among(Parser *p, int32_t node, const uint64_t *among, uint64
         for (int w = 0; w < W; w++) out[w] = p->accpool[(size_t)ai * W + w] & among[w];
         return 0;
     }
-    if (depth > MAX_REDUCE_DEPTH) {
+    if (depth > MAX_ACCEPTED_DEPTH) {
         PyErr_SetString(PyExc_RecursionError, "LR core: a cycle of reductions in the parse tables");
         return -1;
     }
@@ -440,7 +441,7 @@ static int accept_row(Parser *p, int32_t syn, uint64_t *row) {
     }
     if (depth > 0) return 0; /* implicit line joining: every newline is dropped */
     int32_t top = p->ind_col.a[ind];
-    if (top < p->deep - 1) { /* a deeper line: the same for every deeper column */
+    if (top < p->deep - 1 && p->nl_of_col[top + 1] >= 0) { /* deeper: the same for every column */
         int32_t got = syn_feed(p, syn, p->nl_of_col[top + 1]);
         if (got < -1) return -1;
         if (got >= 0)

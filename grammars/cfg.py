@@ -445,10 +445,8 @@ class GrammarMatcher(Matcher):
                     far[ids[live][ends == end]] = True
         if not far.any():
             return False
-        kept = allowed & ~far
-        kept[list(self.vocab.eos_ids)] = False
-        if not kept.any() and not self.is_accepting():
-            return False  # the budget cannot be met at all: leave the choice to the model
+        if not (allowed & ~far).any():  # EOS counts only if the mask given allows it (a
+            return False  # monitor may refuse the end): the budget cannot be met, leave it
         mask[torch.from_numpy(np.flatnonzero(far)).to(mask.device)] = False
         return True
 

@@ -107,6 +107,24 @@ def _token(vocab, text: bytes) -> int:
     return next(i for i, b in enumerate(vocab.token_bytes) if b == text)
 
 
+def test_budget_restriction_never_empties_a_monitored_mask(database, default_tokenizer, default_vocab):
+    """At the last token of a budget the grammar would keep only the end, but the monitor
+    refuses the end while ``T1`` is unbound: the restriction must then leave the mask as
+    it is (an empty mask has no token to choose)."""
+    from grammars import compile as compile_grammar
+
+    grammar = compile_grammar("sql", default_tokenizer)
+    constraint = MonitoredConstraint(grammar, [SQLiteMonitor(database)], default_vocab)
+    matcher = constraint.matcher_after("SELECT T1.name FROM singer")
+    assert grammar.matcher_after("SELECT T1.name FROM singer").is_accepting()
+    assert not matcher.is_accepting()
+    mask = torch.zeros(default_vocab.size, dtype=torch.bool)
+    matcher.fill_mask(mask)
+    before = mask.clone()
+    assert not matcher.restrict_to_budget(mask, 1)
+    assert torch.equal(mask, before) and mask.any()
+
+
 def test_matcher_with_the_sql_grammar(database, default_tokenizer, default_vocab):
     from grammars import compile as compile_grammar
 
