@@ -312,6 +312,7 @@ class SQLiteMonitor(Monitor):
     """Restricts table, column and function names to a live SQLite schema."""
 
     name = "sql"
+    gated = frozenset(b";")  # ends the statement: refused while a qualifier is unbound
 
     def __init__(self, database: str | Path | sqlite3.Connection, *, timeout: float = 5.0) -> None:
         super().__init__(timeout=timeout)
@@ -322,23 +323,20 @@ class SQLiteMonitor(Monitor):
         self._tables = enc(self.schema.tables)
         self._all_columns = enc(self.schema.all_columns)
 
-    # `;` ends the statement: refused while a qualifier is unbound (see accepts_end)
-    gated = frozenset(b";")
+    def accepts_end(self, text: bytes) -> bool:
+        """The statement may end (``;`` or the end of the output) only once every
+        qualifier used before ``FROM`` (in this scope or an enclosing one) is bound:
+        ``SELECT T1.name FROM singer`` would name a table that does not exist."""
+        return not self.refused(text)  # the gate's answer, cached per text
 
     def analyse_gate(self, text: bytes) -> frozenset[int]:
-        return frozenset() if self.accepts_end(text) else self.gated
-
-    def accepts_end(self, text: bytes) -> bool:
-        """The statement may end only once every qualifier used before ``FROM`` (in this
-        scope or an enclosing one) is bound: ``SELECT T1.name FROM singer`` would name a
-        table that does not exist."""
         ctx = _context(text)
         scope = None if ctx is None else ctx.scope
         while scope is not None:
             if scope.forward:
-                return False
+                return self.gated
             scope = scope.parent
-        return True
+        return frozenset()
 
     def analyse(self, text: bytes) -> Restriction | None:
         if text and text[-1] not in _BEFORE_IDENTIFIER:
