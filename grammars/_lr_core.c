@@ -56,6 +56,17 @@ static int vec_push(Vec *v, int32_t x) {
     return 0;
 }
 
+/* Room for row `n` in a pool of `words`-word bit-set rows (doubling); -1 on no memory. */
+static int pool_reserve(uint64_t **pool, size_t *cap, size_t n, int words) {
+    if (n < *cap) return 0;
+    size_t grown = *cap ? 2 * *cap : 64;
+    uint64_t *bigger = PyMem_Realloc(*pool, grown * words * sizeof(uint64_t));
+    if (!bigger) return -1;
+    *pool = bigger;
+    *cap = grown;
+    return 0;
+}
+
 /* ---------------------------------------------------------------- uint64 -> int32 map */
 
 typedef struct {
@@ -257,13 +268,7 @@ static int accepted(Parser *p, int32_t node, uint64_t *out) {
         uint64_t all[MAXW];
         for (int w = 0; w < W; w++) all[w] = ~0ULL;
         if (accepted_among(p, node, all, out, 0) < 0) return -1;
-        if (p->accn == p->acccap) {
-            size_t cap = p->acccap ? 2 * p->acccap : 256;
-            uint64_t *pool = PyMem_Realloc(p->accpool, cap * W * sizeof(uint64_t));
-            if (!pool) return fail_memory();
-            p->accpool = pool;
-            p->acccap = cap;
-        }
+        if (pool_reserve(&p->accpool, &p->acccap, p->accn, W) < 0) return fail_memory();
         memcpy(p->accpool + p->accn * W, out, W * sizeof(uint64_t));
         p->nacc.a[node] = (int32_t)p->accn++;
         return 0;
@@ -498,13 +503,7 @@ static int32_t ok_key(Parser *p, int32_t syn) {
         i = (i + 1) & mask;
     }
     if (key < 0) {
-        if (p->nkeys == p->rowcap) {
-            size_t cap = p->rowcap ? 2 * p->rowcap : 64;
-            uint64_t *rows = PyMem_Realloc(p->rows, cap * LW * sizeof(uint64_t));
-            if (!rows) return fail_memory();
-            p->rows = rows;
-            p->rowcap = cap;
-        }
+        if (pool_reserve(&p->rows, &p->rowcap, p->nkeys, LW) < 0) return fail_memory();
         key = (int32_t)p->nkeys++;
         memcpy(p->rows + (size_t)key * LW, row, LW * sizeof(uint64_t));
         p->rtab[i] = key;
