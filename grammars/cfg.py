@@ -348,12 +348,15 @@ class _State:
 class GrammarMatcher(Matcher):
     """Per-sequence state over a :class:`CompiledGrammar`."""
 
-    __slots__ = ("_finished", "_g", "_state", "vocab")
+    __slots__ = ("_finished", "_g", "_last_step", "_state", "vocab")
 
     def __init__(self, grammar: CompiledGrammar, state: _State) -> None:
         self._g = grammar
         self._state = state
         self.vocab = grammar.vocab
+        # (state, token, result) of the last _step: the decode loop asks budget_refuses
+        # (or accepts) for the chosen token, then advances over it, on the same state
+        self._last_step: tuple[_State, int, tuple[int, int] | None] | None = None
 
     @property
     def num_advanced(self) -> int:
@@ -364,10 +367,15 @@ class GrammarMatcher(Matcher):
 
     def _step(self, token_id: int) -> tuple[int, int] | None:
         st = self._state
+        last = self._last_step
+        if last is not None and last[0] is st and last[1] == token_id:
+            return last[2]
         data = self.vocab.token_bytes[token_id]
         if token_id in self.vocab.special_ids or not data:
             return None
-        return _walk(self._g, st.q, st.syn, data, check=True)
+        found = _walk(self._g, st.q, st.syn, data, check=True)
+        self._last_step = (st, token_id, found)
+        return found
 
     def accepts(self, token_id: int) -> bool:
         if self._is_done():
