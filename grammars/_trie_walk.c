@@ -18,6 +18,7 @@
  *   walk_lexer: a grammar's lexer DFA with longest-match splits (a token may end
  *               lexemes and start new ones); live tokens grouped by the lexemes
  *               they end, with the state each leaves open.
+ * and set_row, the bool row of the tokens a walk found.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -497,10 +498,39 @@ done:
     return res;
 }
 
+/* set_row(ids, row) -> None: row[id] = 1 for each id in ``ids`` (int64), ``row`` being
+ * a uint8 buffer over the vocabulary. The bool row of a state allowing many tokens. */
+static PyObject *set_row(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer ids = {0}, row = {0};
+    if (!PyArg_ParseTuple(args, "y*w*", &ids, &row)) return NULL;
+    PyObject *result = NULL;
+    const int64_t *id = ids.buf;
+    uint8_t *out = row.buf;
+    Py_ssize_t n = ids.len / 8, size = row.len;
+    if (ids.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "set_row: ids must be int64");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (id[i] < 0 || id[i] >= size) {
+            PyErr_Format(PyExc_ValueError, "set_row: id %lld out of range", (long long)id[i]);
+            goto done;
+        }
+    for (Py_ssize_t i = 0; i < n; i++) out[id[i]] = 1;
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&ids);
+    PyBuffer_Release(&row);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"build", build, METH_VARARGS, "Lay out a token trie in preorder (see module doc)."},
     {"walk_dfa", walk_dfa, METH_VARARGS, "Tokens a lazily built DFA accepts from a state."},
     {"walk_lexer", walk_lexer, METH_VARARGS, "Every token's longest-match walk from a lexer state."},
+    {"set_row", set_row, METH_VARARGS, "Set the bool row of a list of token ids."},
     {NULL, NULL, 0, NULL},
 };
 

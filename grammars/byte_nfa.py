@@ -24,6 +24,7 @@ import unicodedata
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
+from grammars.native import lazy_dfa_core
 from plugin.paths import cache_dir
 
 MAX_UNICODE = 0x10FFFF
@@ -215,8 +216,7 @@ def fragment(nfa: ByteNFA, key: Hashable, build: Callable[[], tuple[int, int]]) 
     if found:
         edges, eps, s, e = found
         base = len(nfa.edges)
-        nfa.edges.extend([[(lo, hi, t + base) for lo, hi, t in row] for row in edges])
-        nfa.eps.extend([[t + base for t in row] for row in eps])
+        lazy_dfa_core.extend_shifted(nfa.edges, nfa.eps, edges, eps, base)  # the copy, in C
         return s + base, e + base
     base = len(nfa.edges)
     s, e = build()

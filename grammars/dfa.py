@@ -46,7 +46,7 @@ _FINISHED = -1  # pseudo-state after EOS
 _SENTINEL = "\U0010fffd"  # a private-use character that ends every indexed pattern
 _SENTINEL_LEAD = 0xF4
 _MAX_FORCED = 256
-_ROW_THRESHOLD = 512  # states allowing at least this many tokens get a cached bool row
+ROW_THRESHOLD = 512  # states allowing at least this many tokens get a cached bool row
 
 
 class AllowedRows:
@@ -77,7 +77,7 @@ class AllowedRows:
         if row is not None:
             return row
         ids = self.allowed_ids(state)
-        if ids.numel() < _ROW_THRESHOLD:
+        if ids.numel() < ROW_THRESHOLD:
             return None
         row = torch.zeros(self.vocab.size, dtype=torch.bool)
         row[ids] = True

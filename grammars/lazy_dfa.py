@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from grammars.byte_nfa import ByteNFA
-from grammars.dfa import AllowedRows, DFAMatcher
-from grammars.native import dfa_allowed, trie_of
+from grammars.dfa import ROW_THRESHOLD, AllowedRows, DFAMatcher
+from grammars.native import dfa_allowed, lazy_dfa_core, trie_of
 from grammars.state_cache import STATE_CACHE
 from grammars.token_tables import TokenBytes
 from plugin.errors import CompileTimeout, prefix_error
@@ -53,7 +53,6 @@ _CLOSING[ord("\\")] = 8
 for _rank, _byte in enumerate(b'"}]0'):
     _CLOSING[_byte] = _rank
 _FORCED_BYTES_LIMIT = 64  # bytes a forced-text draft may span
-_SORT_LIMIT = 4096  # allowed tokens below which sorting beats a scatter over the vocabulary
 MAX_EXPANSIONS = 50_000  # deferred fragments built in one closure: a loop that reads nothing
 
 
@@ -88,69 +87,58 @@ class LazyNFA(ByteNFA):
 
 
 class LazyDFA:
-    """Subset construction on demand over a :class:`LazyNFA` (state 0 is dead)."""
+    """Subset construction on demand over a :class:`LazyNFA` (state 0 is dead).
+
+    The construction runs in the compiled core (``grammars/_lazy_dfa.c``), which reads
+    the NFA's Python lists in place and calls :meth:`LazyNFA.expand` when a closure
+    reaches a deferred part. The tables live here, as numpy arrays the trie walk reads:
+    ``trans`` (a 256-entry row per state), ``built`` (whether a row is filled) and
+    ``final`` (whether a state accepts); they grow here, before each call to the core
+    that may make states."""
 
     def __init__(self, nfa: LazyNFA, start: int, accept: int) -> None:
         self.nfa = nfa
         self.accept = accept
-        self.sets: list[frozenset[int]] = [frozenset()]
-        self._ids: dict[frozenset[int], int] = {frozenset(): DEAD}
-        self._closures: dict[frozenset[int], int] = {}
-        self.trans = np.zeros((64, 256), dtype=np.int32)
-        self.built = np.zeros(64, dtype=bool)
+        self._core = lazy_dfa_core.Subsets(
+            nfa.edges, nfa.eps, nfa.pending, nfa.expand, _expansion_loop, accept, MAX_EXPANSIONS
+        )
+        self.trans = np.zeros((512, 256), dtype=np.int32)
+        self.built = np.zeros(512, dtype=bool)
         self.built[DEAD] = True
-        self.final: list[bool] = [False]
+        self.final = np.zeros(512, dtype=bool)
         self._free: dict[int, bool] = {}
         self.start = self.closure(frozenset([start]))
 
+    @property
+    def states(self) -> int:
+        """DFA states made so far (the dead state included)."""
+        return self._core.states
+
+    def states_of(self, q: int) -> tuple[int, ...]:
+        """The NFA states DFA state ``q`` stands for (sorted)."""
+        return self._core.states_of(q)
+
+    def _reserve(self, extra: int) -> None:
+        """Room in the tables for ``extra`` states more than the core has made."""
+        need = self._core.states + extra
+        size = self.built.shape[0]
+        if need <= size:
+            return
+        while size < need:
+            size *= 2
+        grown = size - self.built.shape[0]
+        self.trans = np.concatenate([self.trans, np.zeros((grown, 256), dtype=np.int32)])
+        self.built = np.concatenate([self.built, np.zeros(grown, dtype=bool)])
+        self.final = np.concatenate([self.final, np.zeros(grown, dtype=bool)])
+
     def closure(self, targets: frozenset[int]) -> int:
         """The DFA state of the epsilon closure of ``targets`` (expanding deferred parts)."""
-        hit = self._closures.get(targets)
-        if hit is not None:
-            return hit
-        nfa = self.nfa
-        seen = set(targets)
-        stack = list(targets)
-        expansions = 0
-        while stack:
-            s = stack.pop()
-            if s in nfa.pending:
-                expansions += 1
-                if expansions > MAX_EXPANSIONS:
-                    raise CompileTimeout("the schema nests without reading input (a $ref loop?)")
-                nfa.expand(s)
-            for t in nfa.eps[s]:
-                if t not in seen:
-                    seen.add(t)
-                    stack.append(t)
-        core = frozenset(s for s in seen if nfa.edges[s] or s == self.accept)
-        q = self._ids.get(core)
-        if q is None:
-            q = len(self.sets)
-            self.sets.append(core)
-            self._ids[core] = q
-            self.final.append(self.accept in core)
-            if q >= self.trans.shape[0]:
-                self.trans = np.concatenate([self.trans, np.zeros_like(self.trans)])
-                self.built = np.concatenate([self.built, np.zeros_like(self.built)])
-        self._closures[targets] = q
-        return q
+        self._reserve(1)
+        return self._core.closure(tuple(targets), self.final)
 
     def build_row(self, q: int) -> None:
         """Compute the transition row of state ``q`` (one closure per byte class)."""
-        edges = [e for s in self.sets[q] for e in self.nfa.edges[s]]
-        cuts = sorted({0, 256, *(lo for lo, _, _ in edges), *(hi + 1 for _, hi, _ in edges)})
-        index = {c: i for i, c in enumerate(cuts)}
-        buckets: list[set[int]] = [set() for _ in range(len(cuts) - 1)]
-        for lo, hi, t in edges:  # each edge covers a run of whole byte classes
-            for i in range(index[lo], index[hi + 1]):
-                buckets[i].add(t)
-        row = np.zeros(256, dtype=np.int32)
-        for i, targets in enumerate(buckets):
-            if targets:
-                row[cuts[i] : cuts[i + 1]] = self.closure(frozenset(targets))
-        self.trans[q] = row  # after closure(): it may have grown the table
-        self.built[q] = True
+        self.ensure_rows(np.array([q], dtype=np.int32))
 
     def step(self, q: int, byte: int) -> int:
         if not self.built[q]:
@@ -196,11 +184,17 @@ class LazyDFA:
 
     def ensure_rows(self, states: np.ndarray) -> None:
         """Build the rows of every state in ``states`` not built yet."""
-        todo = states[~self.built[states]]
-        if todo.size:
-            for q in np.unique(todo).tolist():
-                if not self.built[q]:
-                    self.build_row(q)
+        todo = np.unique(states[~self.built[states]]).astype(np.int32)
+        while todo.size:
+            self._reserve(256)  # a row makes at most one state per byte
+            done = self._core.build_rows(todo, self.trans, self.built, self.final)
+            todo = todo[done:]
+
+
+def _expansion_loop() -> None:
+    """Raised by the core when one closure expands more than :data:`MAX_EXPANSIONS`
+    deferred fragments: a loop that reads nothing."""
+    raise CompileTimeout("the schema nests without reading input (a $ref loop?)")
 
 
 class TokenMasks:
@@ -211,7 +205,7 @@ class TokenMasks:
 
     def __init__(self, vocab: Vocabulary) -> None:
         self.tokens = TokenBytes.of(vocab)
-        self.trie = trie_of(self.tokens)
+        self.trie = trie_of(self.tokens).labelled(self.tokens.ids)  # walks report token ids
         self.size = vocab.size
         # what a completion's bytes may be spelled with (the tokens `allowed` walks)
         self.spellings = frozenset(self.tokens.raw)
@@ -225,17 +219,13 @@ class TokenMasks:
                 hit = cls._CACHE[vocab.fingerprint] = cls(vocab)
             return hit
 
-    def allowed(self, dfa: LazyDFA, q: int) -> tuple[np.ndarray, np.ndarray]:
-        """(token ids allowed in ``q``, the state each leads to), ids sorted."""
-        rows, states = dfa_allowed(self.trie, dfa, q)
-        ids = self.tokens.ids[rows]
-        if ids.size < _SORT_LIMIT:
-            order = np.argsort(ids)
-            return ids[order], states[order]
-        by_id = np.zeros(self.size, dtype=np.int32)  # scatter, then read back in id order:
-        by_id[ids] = states  # cheaper than sorting 100k ids (live states are never 0)
-        ids = np.flatnonzero(by_id)
-        return ids, by_id[ids]
+    def allowed(self, dfa: LazyDFA, q: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(token ids allowed in ``q``, in no particular order; the state each leads to;
+        their bool row over the vocabulary when they are many, see
+        :class:`grammars.dfa.AllowedRows`). Why unsorted: ordering a hundred thousand
+        ids by a scatter over the vocabulary cost as much as the walk that found them,
+        and no user of the ids needs an order."""
+        return dfa_allowed(self.trie, dfa, q, self.size, ROW_THRESHOLD)
 
 
 class CompiledLazyDFA(AllowedRows):
@@ -309,20 +299,28 @@ class CompiledLazyDFA(AllowedRows):
             q = self.dfa.walk(state, self.vocab.token_bytes[token_id])
         return None if q == DEAD else q
 
-    def _entry(self, state: int) -> tuple[torch.Tensor, np.ndarray]:
+    def _entry(self, state: int) -> tuple[torch.Tensor, np.ndarray, torch.Tensor | None]:
+        """(allowed ids, the state each leads to, their bool row if they are many),
+        computed in one trie walk and kept in the process's state cache."""
         key = (self._owner, "allowed", state)
         hit = STATE_CACHE.get(key)
         if hit is None:
             with self._lock:
                 hit = STATE_CACHE.get(key)
                 if hit is None:
-                    ids, ends = self._masks.allowed(self.dfa, state)
-                    hit = STATE_CACHE.put(key, (torch.from_numpy(ids), ends), ids.nbytes + ends.nbytes)
+                    ids, ends, row = self._masks.allowed(self.dfa, state)
+                    size = ids.nbytes + ends.nbytes + (row.nbytes if row is not None else 0)
+                    hit = (torch.from_numpy(ids), ends, None if row is None else torch.from_numpy(row))
+                    hit = STATE_CACHE.put(key, hit, size)
         return hit
 
     def allowed_ids(self, state: int) -> torch.Tensor:
-        """Text tokens allowed in ``state`` (EOS excluded), sorted."""
+        """Text tokens allowed in ``state`` (EOS excluded), in no particular order."""
         return self._entry(state)[0]
+
+    def allowed_row(self, state: int) -> torch.Tensor | None:
+        """The bool row of :meth:`allowed_ids` where they are many (made by the walk)."""
+        return self._entry(state)[2]
 
     @property
     def max_distance(self) -> int:
@@ -532,7 +530,7 @@ class CompiledLazyDFA(AllowedRows):
         key = (self._owner, "distances", state)
         hit = STATE_CACHE.get(key)
         if hit is None:
-            ids, ends = self._entry(state)
+            ids, ends, _ = self._entry(state)
             unique, inverse = np.unique(ends, return_inverse=True)
             dist = np.array([self.distance(int(q)) for q in unique], dtype=np.int64)
             top = int(dist.max()) if dist.size else 0

@@ -41,6 +41,7 @@ def _compiled(name: str) -> ModuleType:
 
 _trie_walk = _compiled("_trie_walk")
 lr_core = _compiled("_lr_core")  # the grammar engine's parser side (grammars/syntax.py)
+lazy_dfa_core = _compiled("_lazy_dfa")  # subset construction on demand (grammars/lazy_dfa.py)
 
 if TYPE_CHECKING:
     from grammars.lazy_dfa import LazyDFA
@@ -67,6 +68,14 @@ class TokenTrie:
         rows = np.array(order, dtype=np.int32)
         return cls(len(byte), (byte, depth, end, tok_start, rows, sub), len(raw))
 
+    def labelled(self, labels: np.ndarray) -> TokenTrie:
+        """The same trie whose walks report ``labels[row]`` (int32, one per token row,
+        e.g. the token ids) instead of the row: saves a gather over the vocabulary in
+        the order the walk finds tokens, which is not the rows' order."""
+        byte, depth, end, tok_start, rows, sub = self.buffers
+        named = labels[rows].astype(np.int32)
+        return TokenTrie(self.nodes, (byte, depth, end, tok_start, named, sub), self.rows)
+
 
 _LOCK = threading.Lock()
 
@@ -82,24 +91,33 @@ def trie_of(tokens: TokenBytes) -> TokenTrie:
     return hit
 
 
-def dfa_allowed(trie: TokenTrie, dfa: LazyDFA, q: int) -> tuple[np.ndarray, np.ndarray]:
-    """(token rows the DFA accepts from ``q``, the state each ends in), in no order.
+def dfa_allowed(
+    trie: TokenTrie, dfa: LazyDFA, q: int, size: int, row_min: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(token labels the DFA accepts from ``q`` (int64; the ids, for a trie
+    :meth:`TokenTrie.labelled` by them), in trie order; the state each leads to; a bool
+    row over the ``size``-token vocabulary when there are at least ``row_min``).
 
     A round is one C walk; the rows it found missing are built (``dfa.trans`` may grow
     meanwhile, so each round is handed the current table) and the next round resumes
     below them. Rounds are as many as the deepest chain of new states, not the states."""
-    out_rows = np.empty(trie.rows, dtype=np.int32)
+    out_ids = np.empty(trie.rows, dtype=np.int32)
     out_states = np.empty(trie.rows, dtype=np.int32)
     if not dfa.built[q]:
         dfa.build_row(q)
     work = np.array([0, trie.nodes, q], dtype=np.int32)
     n = 0
     while work.size:
-        n, pending = _trie_walk.walk_dfa(trie.buffers, dfa.trans, dfa.built, work, out_rows, out_states, n)
+        n, pending = _trie_walk.walk_dfa(trie.buffers, dfa.trans, dfa.built, work, out_ids, out_states, n)
         work = np.frombuffer(pending, dtype=np.int32)
         if work.size:
             dfa.ensure_rows(work[2::3])
-    return out_rows[:n], out_states[:n]
+    ids = out_ids[:n].astype(np.int64)  # copies: the buffers hold the whole vocabulary
+    row = None
+    if n >= row_min:
+        row = np.zeros(size, dtype=np.bool_)
+        _trie_walk.set_row(ids, row)
+    return ids, out_states[:n].copy(), row
 
 
 @dataclass(frozen=True)

@@ -74,15 +74,18 @@ def test_dfa_walk_resumes_below_unbuilt_rows(default_vocab) -> None:
     for prefix in [b"", b'{"', b'{"caf', b'{"caf\xc3\xa9": "', b'{"n": 1']:
         q = dfa.walk(compiled.initial_state, prefix)
         before = int(dfa.built.sum())
-        rows, states = dfa_allowed(trie, dfa, q)
-        got = dict(zip(tokens.ids[rows].tolist(), states.tolist(), strict=True))
+        ids, states, bools = dfa_allowed(trie.labelled(tokens.ids), dfa, q, default_vocab.size, 100)
+        got = dict(zip(ids.tolist(), states.tolist(), strict=True))
         want = {}
         for row, data in enumerate(tokens.raw):
             end = dfa.walk(q, data)
             if end != DEAD:
                 want[int(tokens.ids[row])] = end
         assert got == want, prefix
-        assert len(rows) == len(got)  # each token once
+        assert len(ids) == len(got)  # each token once
+        assert (bools is not None) == (len(got) >= 100), prefix
+        if bools is not None:
+            assert np.flatnonzero(bools).tolist() == sorted(got), prefix
         assert int(dfa.built.sum()) >= before
 
 
