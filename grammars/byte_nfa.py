@@ -232,13 +232,73 @@ def fragment(nfa: ByteNFA, key: Hashable, build: Callable[[], tuple[int, int]]) 
     if inside and top - base <= _SMALL_STATES and len(_TEMPLATES) < _TEMPLATE_CAP:
         _TEMPLATES[key] = _SMALL  # a literal byte: building it beats copying it
     elif inside and len(_TEMPLATES) < _TEMPLATE_CAP:
-        _TEMPLATES[key] = (
+        _TEMPLATES[key] = _compact(
             [[(lo, hi, t - base) for lo, hi, t in row] for row in nfa.edges[base:top]],
             [[t - base for t in row] for row in nfa.eps[base:top]],
             s - base,
             e - base,
         )
     return s, e
+
+
+def _compact(
+    edges: list[list[tuple[int, int, int]]], eps: list[list[int]], s: int, e: int
+) -> tuple[list[list[tuple[int, int, int]]], list[list[int]], int, int]:
+    """A fragment template with fewer states and edges, for the same language.
+
+    Why: every copy of a template costs Python objects per state and edge, and every
+    DFA state built over it holds its NFA states; the UTF-8 classes are built with one
+    chain of states per byte sequence, which share most of their tails. Two states
+    other than ``s`` and ``e`` (which the fragment's user links to and from) with the
+    same edges and epsilon moves (to the same merged states) accept the same suffixes,
+    so they are merged, until no two are alike; adjacent byte ranges to one target are
+    joined; states ``s`` cannot reach are dropped."""
+    n = len(edges)
+    rep = list(range(n))
+    while True:
+        seen: dict[tuple, int] = {}
+        changed = False
+        for q in range(n):
+            if rep[q] != q or q in (s, e):
+                continue
+            sig = (
+                tuple(sorted((lo, hi, rep[t]) for lo, hi, t in edges[q])),
+                tuple(sorted({rep[t] for t in eps[q]})),
+            )
+            other = seen.setdefault(sig, q)
+            if other != q:
+                rep[q] = other
+                changed = True
+        if not changed:
+            break
+        for q in range(n):  # follow chains of merges to their end
+            while rep[rep[q]] != rep[q]:
+                rep[q] = rep[rep[q]]
+    order: list[int] = []
+    index: dict[int, int] = {}
+    stack = [s]
+    while stack:  # number the states ``s`` reaches, in the order met
+        q = rep[stack.pop()]
+        if q in index:
+            continue
+        index[q] = len(order)
+        order.append(q)
+        stack.extend(t for _, _, t in reversed(edges[q]))
+        stack.extend(reversed(eps[q]))
+    if rep[e] not in index:  # the end is unreachable: keep it, as the user links from it
+        index[rep[e]] = len(order)
+        order.append(rep[e])
+    new_edges = []
+    for q in order:
+        joined: list[tuple[int, int, int]] = []
+        for t, lo, hi in sorted((index[rep[t]], lo, hi) for lo, hi, t in edges[q]):
+            if joined and joined[-1][2] == t and joined[-1][1] + 1 >= lo:
+                joined[-1] = (joined[-1][0], max(joined[-1][1], hi), t)
+            else:
+                joined.append((lo, hi, t))
+        new_edges.append(joined)
+    new_eps = [sorted({index[rep[t]] for t in eps[q]}) for q in order]
+    return new_edges, new_eps, index[rep[s]], index[rep[e]]
 
 
 class _Builder:
