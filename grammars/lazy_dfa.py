@@ -278,7 +278,7 @@ class CompiledLazyDFA(AllowedRows):
         return DFAMatcher(self, (q, None, 0, -1), data)
 
     def is_final(self, state: int) -> bool:
-        return self.dfa.final[state]
+        return bool(self.dfa.final[state])
 
     def forced_bytes(self, state: int, layout: Layout | None = None) -> bytes:
         """Bytes every continuation from ``state`` starts with: the walk while exactly one

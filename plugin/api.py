@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from plugin.decoding import FINISH_STOP, decode
-from plugin.errors import OptionError, PromptError
+from plugin.errors import ConstraintViolation, OptionError, PromptError
 from plugin.matcher import CompiledConstraint
 from plugin.samplers.asap import ASApTrie, trie_for
 from plugin.samplers.sampling import SamplingParams
@@ -14,6 +15,7 @@ from plugin.samplers.smc import smc_decode
 from plugin.speculation.config import resolve_speculative
 from plugin.speculation.draft_model import load_draft_model
 from plugin.speculation.speculator import tokenizer_spelling
+from plugin.stopping import stop_rule
 from plugin.vocabulary import Vocabulary
 
 SAMPLERS = ("mask", "awrs", "smc", "asap")
@@ -29,6 +31,7 @@ _OPTIONS = {
     "constraint",
     "should_stop",
     "end_when",
+    "stop",
     "prefix",
     "asap_trie",
     "particles",
@@ -145,8 +148,9 @@ def _generate_smc(
 ) -> Generation:
     if matcher is None:
         raise OptionError("sampler='smc' needs a constraint (grammar=, json_schema= or regex=)")
-    if options.get("end_when") is not None:
-        raise OptionError("end_when= is not supported with sampler='smc' (its particles end together)")
+    for name in ("end_when", "stop"):
+        if options.get(name) is not None:
+            raise OptionError(f"{name}= is not supported with sampler='smc' (its particles end together)")
     n = options.get("particles", 4)
     ess = options.get("ess_threshold", 0.5)
     if not isinstance(n, int) or n < 1:
@@ -230,7 +234,11 @@ def constrained_generate(
     ``constraint`` (an already compiled constraint), ``should_stop`` (a callable polled
     every step, for cancellation), ``end_when`` (a callable given the output's bytes
     after each token: True ends the generation there, ``"stop"``, and no speculative
-    draft is scored past it; the language server ends line completions with it),
+    draft is scored past it), ``stop`` (where a completion ends by itself:
+    ``"line"``, ``"statement"``, ``"block"``, ``"function"`` or stop strings, see
+    :mod:`plugin.stopping`; the output is cut there and ``valid`` says whether the
+    constraint accepts what is kept; the language server ends line completions with
+    ``"line"``),
     ``prefix`` (completion mode: text the matcher consumes before generating, usually
     the code before the cursor that the prompt ends with;
     the output then continues it, and ``prefix + text`` is what the constraint
@@ -338,6 +346,7 @@ def constrained_generate(
         if isinstance(constraint, MonitoredConstraint):
             gen.stats["monitors"] = constraint.stats()
         return gen
+    rule = stop_rule(options.get("stop"), prefix)
     result = decode(
         model,
         vocab,
@@ -349,7 +358,7 @@ def constrained_generate(
         jump_forward=options.get("jump_forward", True),
         finish_within_budget=options.get("finish_within_budget", True),
         should_stop=options.get("should_stop"),
-        end_when=options.get("end_when"),
+        end_when=_either(options.get("end_when"), rule.end_when() if rule is not None else None),
         sampler=sampler,
         asap_trie=_asap_trie(sampler, options, model, prompt_ids, constraint, matcher, params),
         prompt_cache=options.get("prompt_cache"),
@@ -359,6 +368,28 @@ def constrained_generate(
     text = vocab.decode(result.token_ids).decode("utf-8", errors="replace")
     valid = matcher.is_accepting() if matcher is not None else result.finish_reason == FINISH_STOP
     stats = result.stats
+    cut = rule.cut(text) if rule is not None else None
+    if cut is not None:
+        text = text[:cut]
+        stats["stopped_by"] = options["stop"]
+        valid = _accepts(constraint, (prefix or "") + text) if constraint is not None else True
     if isinstance(constraint, MonitoredConstraint):
         stats["monitors"] = constraint.stats()
     return Generation(text, result.token_ids, result.finish_reason, valid, stats)
+
+
+def _either(
+    first: Callable[[bytes], bool] | None, second: Callable[[bytes], bool] | None
+) -> Callable[[bytes], bool] | None:
+    """One ``end_when`` check out of two (either may be None)."""
+    if first is None or second is None:
+        return first or second
+    return lambda data: first(data) or second(data)
+
+
+def _accepts(constraint: Any, text: str) -> bool:
+    """Whether ``constraint`` accepts ``text`` whole (an output cut by ``stop=``)."""
+    try:
+        return bool(constraint.matcher_after(text).is_accepting())
+    except (PromptError, ConstraintViolation):
+        return False
