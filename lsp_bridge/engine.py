@@ -127,7 +127,7 @@ class Engine:
         }
         if s.stop_at_newline:
             # the line's end, checked at every token, so no draft is scored past it
-            options["end_when"] = _past_the_line
+            options["stop"] = "line"
         speculative = resolve_speculative(s.speculative)
         if speculative is not None:
             # the context lookup may copy from the whole document, the text after the cursor too
@@ -136,10 +136,6 @@ class Engine:
         ready = time.perf_counter() - started
         gen = cache.generate(offset, **options)
         out = gen.text
-        if s.stop_at_newline:
-            head = len(out) - len(out.lstrip("\n"))
-            cut = out.find("\n", head)
-            out = out if cut < 0 else out[:cut]
         stats = dict(gen.stats)
         elapsed = time.perf_counter() - started
         first = stats.get("first_token_seconds")
@@ -199,11 +195,6 @@ class Engine:
         if not hasattr(compiled, "matcher_after"):
             raise OptionError(f"the {language} constraint cannot continue a document (no completion mode)")
         return compiled
-
-
-def _past_the_line(out: bytes) -> bool:
-    """An inline completion ends with the line it writes (leading line breaks aside)."""
-    return b"\n" in out.lstrip(b"\n")
 
 
 _SCHEMA_KEY = re.compile(r'^\s*\{\s*"\$schema"\s*:\s*"((?:[^"\\]|\\.)*)"')

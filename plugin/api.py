@@ -346,7 +346,9 @@ def constrained_generate(
         if isinstance(constraint, MonitoredConstraint):
             gen.stats["monitors"] = constraint.stats()
         return gen
-    rule = stop_rule(options.get("stop"), prefix)
+    # python_function is one function: it ends with it unless stop= says otherwise
+    stop = options.get("stop", "function" if grammar == "python_function" else None)
+    rule = stop_rule(stop, prefix)
     result = decode(
         model,
         vocab,
@@ -371,7 +373,7 @@ def constrained_generate(
     cut = rule.cut(text) if rule is not None else None
     if cut is not None:
         text = text[:cut]
-        stats["stopped_by"] = options["stop"]
+        stats["stopped_by"] = stop
         valid = _accepts(constraint, (prefix or "") + text) if constraint is not None else True
     if isinstance(constraint, MonitoredConstraint):
         stats["monitors"] = constraint.stats()

@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--draft-model", metavar="ID|PATH", help="a smaller model sharing the tokenizer, to draft"
     )
+    gen.add_argument(
+        "--stop",
+        action="append",
+        metavar="line|statement|block|function|TEXT",
+        help="end the completion at a boundary of the code, or where TEXT appears (repeatable)",
+    )
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     gen.add_argument("--whitespace", help="JSON whitespace: flexible, compact, or a regex")
     gen.add_argument(
@@ -162,6 +168,7 @@ def _generate(args: argparse.Namespace) -> int:
                 ("monitors", monitors),
                 ("speculative", args.speculative),
                 ("draft_model", args.draft_model),
+                ("stop", args.stop),
             )
             if v is not None
         },

@@ -9,13 +9,15 @@ ends the generation where the user's unit of code ends:
   with its whole body, ``elif``/``else``/``except``/``finally`` clauses included);
 * ``"block"``: when a line is dedented out of the block the completion starts in;
 * ``"function"``: when a line is dedented to the column of the ``def`` the completion
-  is in (or writes), once that function has a body;
+  is in (or writes), once that function has a body (the default of the
+  ``python_function`` grammar);
 * any other string: where that text first appears (the text itself is not kept).
 
 The rule is checked after every token (through the decode loop's ``end_when``, so no
 speculative draft is scored past the end) and the output is cut at the boundary: a
 dedented line that ended the unit, and comment-only or blank lines before it, are not
-kept. Python boundaries read the code as Python's tokenizer does for line structure:
+kept, and a comment line dedented out of the unit ends it too (the padding small models
+write after a body). Python boundaries read the code as Python's tokenizer does for line structure:
 brackets, strings (triple-quoted too) and backslash continuations join physical lines.
 """
 
@@ -34,12 +36,14 @@ _DEF = ("def", "async")
 @dataclass(frozen=True)
 class _Line:
     """A logical line of the code: where it starts in the text, its indent column,
-    whether it holds code (not only a comment or blanks), its first word, and whether
-    it ends with ``:`` (opens a block) and is complete (its newline was written)."""
+    whether it holds code (not only a comment or blanks) or a comment, its first word,
+    and whether it ends with ``:`` (opens a block) and is complete (its newline was
+    written)."""
 
     start: int
     indent: int
     code: bool
+    comment: bool
     word: str
     opens: bool
     complete: bool
@@ -57,7 +61,7 @@ def _logical_lines(text: str) -> list[_Line]:
             i += 1
         depth, quote, last = 0, "", ""
         word_start = i
-        complete = False
+        complete = comment = False
         while i < n:
             c = text[i]
             if quote:
@@ -75,6 +79,7 @@ def _logical_lines(text: str) -> list[_Line]:
                 i += 1
                 continue
             if c == "#":
+                comment = True
                 while i < n and text[i] != "\n":
                     i += 1
                 continue
@@ -99,7 +104,7 @@ def _logical_lines(text: str) -> list[_Line]:
         body = text[word_start:i]
         stripped = body.split("#", 1)[0].strip() if not quote else body.strip()
         word = stripped.split(None, 1)[0].rstrip(":") if stripped else ""
-        lines.append(_Line(start, indent, bool(stripped), word, last == ":", complete))
+        lines.append(_Line(start, indent, bool(stripped), comment, word, last == ":", complete))
     return lines
 
 
@@ -158,41 +163,54 @@ class StopRule:
             if not first.opens:  # a simple statement: ends with its logical line
                 nxt = next((ln.start for ln in lines if ln.start > first.start), len(text))
                 return nxt if first.complete else None
-            for ln in code[1:]:
-                if ln.indent <= first.indent and ln.word not in _CLAUSES:
+            for ln in lines:  # dedented code or comment lines after the header end it
+                dedented = ln.start > first.start and (ln.code or ln.comment) and ln.indent <= first.indent
+                if dedented and ln.word not in _CLAUSES:
                     return ln.start
             return None
         if self.boundary == "block":
             column = code[0].indent
-            for ln in code[1:]:
-                if ln.indent < column:
+            for ln in lines:
+                if ln.start > code[0].start and (ln.code or ln.comment) and ln.indent < column:
                     return ln.start
             return None
-        # function: the innermost def the prefix is in, else the first one the output writes
+        # function: the def the prefix is writing, unless the output starts one of its
+        # own beside it; else the first one the output writes
         header = None
-        column = self._enclosing_def(code[0].indent)
-        if column is None:
+        found = self._open_def()
+        first = code[0]
+        if (
+            found is not None
+            and first.indent <= found[0]
+            and (first.word in _DEF or first.word.startswith("@"))
+        ):
+            found = None
+        if found is None:
             header = next((ln for ln in code if ln.word in _DEF), None)
             if header is None:
                 return None
-            column = header.indent
-        body = False
-        for ln in code:
-            if header is not None and ln.start <= header.start:
+            column, body = header.indent, False
+        else:
+            column, body = found
+        for ln in lines:
+            if (header is not None and ln.start <= header.start) or not (ln.code or ln.comment):
                 continue
             if ln.indent > column:
-                body = True
-            elif body:
+                body = body or ln.code
+            elif body:  # dedented code, or a comment at the def's column after a body: done
                 return ln.start
         return None
 
-    def _enclosing_def(self, indent: int) -> int | None:
-        """The column of the innermost ``def`` in the prefix enclosing code at ``indent``."""
-        for ln in reversed([ln for ln in _logical_lines(self.before) if ln.code]):
-            if ln.word in _DEF and ln.indent < indent:
-                return ln.indent
-            if ln.indent < indent:
-                indent = ln.indent  # a block header above: the def must be further out
+    def _open_def(self) -> tuple[int, bool] | None:
+        """(column, whether it has a statement yet) of the innermost ``def`` the prefix
+        has not closed (every code line after it is indented deeper); None if none."""
+        lines = [ln for ln in _logical_lines(self.before) if ln.code]
+        floor = 1 << 30  # the least indent of the code lines after the one looked at
+        for k in range(len(lines) - 1, -1, -1):
+            ln = lines[k]
+            if ln.word in _DEF and ln.indent < floor:
+                return ln.indent, k < len(lines) - 1
+            floor = min(floor, ln.indent)
         return None
 
 
