@@ -6,9 +6,10 @@ real parser (``jsonschema``, SQLite ``EXPLAIN``, ``ast.parse``), with speed figu
   any syntactically valid statement; SQLite parses it (names are not checked against the schema by a grammar:
   the SQL monitor does that);
 * SQL by a regex built from the real schema: only real tables and columns;
-* Python by a regex built from the function signature. (The Python grammar in
-  completion mode writes a correct body with the default 135M model, but then pads
-  with comment lines until the token budget ends: a stop rule is still to come.)
+* Python with the ``python_function`` grammar from a chat prompt, and the ``python``
+  grammar in completion mode after a ``def`` line; both end with the function
+  (``stop="function"``, :mod:`plugin.stopping`), where the model would go on to write
+  example calls and comment lines until the token budget ends.
 """
 
 from __future__ import annotations
@@ -189,10 +190,18 @@ def run_demo(
         model,
         tok,
         "Write a Python function area(width, height) that returns the area of a rectangle.",
-        regex=function_regex("area", ["width", "height"]),
+        grammar="python_function",
         chat=True,
         max_new_tokens=max_new_tokens,
     )
-    results.append(_report("Python function", gen, _check_python, baseline_tps))
+    results.append(_report("Python function (python_function grammar)", gen, _check_python, baseline_tps))
+
+    head = "def area(width, height):\n    "
+    gen = constrained_generate(
+        model, tok, head, grammar="python", prefix=head, stop="function", max_new_tokens=max_new_tokens
+    )
+    results.append(
+        _report(f"Python completion after {head!r}", gen, lambda t: _check_python(head + t), baseline_tps)
+    )
     print(f"\n{sum(results)}/{len(results)} outputs valid under the real parsers")
     return 0 if all(results) else 1

@@ -279,7 +279,7 @@ def test_grammar_bounds_are_real_completions(default_tokenizer):
     """A state's bound is the length of a completion the matcher accepts: the bytes
     the walk found, spelled with vocabulary tokens, end where the grammar may end."""
     from grammars import compile as compile_grammar
-    from grammars.cfg import FAR, _completion, _spelled_length
+    from grammars.cfg import FAR, _completion, _spelled_lengths
 
     g = compile_grammar("sql", default_tokenizer)
     rng = random.Random(1)
@@ -300,7 +300,8 @@ def test_grammar_bounds_are_real_completions(default_tokenizer):
             i += n
         if tail == 0:
             assert probe.is_accepting()
-        assert g.bound(st.q, st.syn) <= _spelled_length(g, data) + tail < FAR
+        # the bound came from a real completion too, maybe found by an earlier search
+        assert g.bound(st.q, st.syn) < FAR and _spelled_lengths(g, data)[0] + tail < FAR
         mask = torch.zeros(g.vocab.size, dtype=torch.bool)
         m.fill_mask(mask)
         mask[sorted(g.vocab.eos_ids)] = False
@@ -348,3 +349,29 @@ def test_sql_that_would_run_on_ends_stop_and_valid(default_model):
         )
         assert gen.finish_reason == "stop", gen.text
         parser.parse("SELECT " + gen.text)
+
+
+@pytest.mark.default_model
+def test_budget_bounds_leave_an_output_that_fits_unchanged(default_model):
+    """A function of 15 tokens under a budget of 96: the budget check must not touch it.
+    With the depth-first bounds alone (122 tokens after ``def``) the default model was
+    steered to ``def area():``; the breadth-first check (``CompiledGrammar.within``)
+    finds the short completion, so the output equals the one without budget bounds."""
+    from plugin.api import constrained_generate
+
+    model, tokenizer = default_model
+    prompt = "Write a Python function area(width, height) that returns the area of a rectangle."
+    outs = [
+        constrained_generate(
+            model,
+            tokenizer,
+            prompt,
+            chat=True,
+            grammar="python_function",
+            max_new_tokens=96,
+            finish_within_budget=b,
+        )
+        for b in (True, False)
+    ]
+    assert outs[0].text == outs[1].text and outs[0].finish_reason == "stop", outs[0].text
+    assert "def area(width, height):" in outs[0].text
