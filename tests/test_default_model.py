@@ -26,7 +26,7 @@ def test_demo_outputs_are_all_valid(default_model, capsys):
 
     assert run_demo() == 0
     out = capsys.readouterr().out
-    assert out.count("--- valid: True") == 4 and "4/4 outputs valid" in out
+    assert out.count("--- valid: True") == 5 and "5/5 outputs valid" in out
 
 
 def test_cli_generate_json_schema_prints_a_valid_generation(tmp_path):
