@@ -237,8 +237,10 @@ def constrained_generate(
     draft is scored past it), ``stop`` (where a completion ends by itself:
     ``"line"``, ``"statement"``, ``"block"``, ``"function"`` or stop strings, see
     :mod:`plugin.stopping`; the output is cut there and ``valid`` says whether the
-    constraint accepts what is kept; the language server ends line completions with
-    ``"line"``),
+    constraint accepts what is kept; default ``"function"`` for
+    ``grammar="python_function"`` and for ``grammar="python"`` with a ``prefix`` whose
+    last line is a ``def`` header, else none; the language server ends line completions
+    with ``"line"``),
     ``prefix`` (completion mode: text the matcher consumes before generating, usually
     the code before the cursor that the prompt ends with;
     the output then continues it, and ``prefix + text`` is what the constraint
@@ -346,8 +348,9 @@ def constrained_generate(
         if isinstance(constraint, MonitoredConstraint):
             gen.stats["monitors"] = constraint.stats()
         return gen
-    # python_function is one function: it ends with it unless stop= says otherwise
-    stop = options.get("stop", "function" if grammar == "python_function" else None)
+    # python_function is one function, and a Python completion right after a def line is
+    # its body: both end with the function unless stop= says otherwise
+    stop = options.get("stop", "function" if _one_function(grammar, prefix) else None)
     rule = stop_rule(stop, prefix)
     result = decode(
         model,
@@ -378,6 +381,17 @@ def constrained_generate(
     if isinstance(constraint, MonitoredConstraint):
         stats["monitors"] = constraint.stats()
     return Generation(text, result.token_ids, result.finish_reason, valid, stats)
+
+
+def _one_function(grammar: Any, prefix: str | None) -> bool:
+    """Whether the output is one function: ``grammar="python_function"``, or the Python
+    grammar completing right after a ``def`` line (what ``stop="function"`` ends)."""
+    if grammar == "python_function":
+        return True
+    if grammar != "python" or not prefix:
+        return False
+    last = next((line for line in reversed(prefix.splitlines()) if line.strip()), "")
+    return last.lstrip().startswith(("def ", "async def ")) and last.rstrip().endswith(":")
 
 
 def _either(

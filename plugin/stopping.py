@@ -10,7 +10,8 @@ ends the generation where the user's unit of code ends:
 * ``"block"``: when a line is dedented out of the block the completion starts in;
 * ``"function"``: when a line is dedented to the column of the ``def`` the completion
   is in (or writes), once that function has a body (the default of the
-  ``python_function`` grammar);
+  ``python_function`` grammar, and of the ``python`` grammar completing right after a
+  ``def`` line);
 * any other string: where that text first appears (the text itself is not kept).
 
 The rule is checked after every token (through the decode loop's ``end_when``, so no

@@ -142,3 +142,14 @@ def test_stop_is_refused_with_smc(tiny_model, default_tokenizer) -> None:
         constrained_generate(
             tiny_model, default_tokenizer, "x", regex="[ab]+", sampler="smc", stop="line", max_new_tokens=4
         )
+
+
+def test_function_is_the_default_stop_after_a_def_line() -> None:
+    from plugin.api import _one_function
+
+    assert _one_function("python_function", None)
+    assert _one_function("python", "import os\n\ndef area(w, h):\n")
+    assert _one_function("python", "class A:\n    async def m(self):\n\n")
+    assert not _one_function("python", "x = 1\n")
+    assert not _one_function("python", None)
+    assert not _one_function("sql", "def f():\n")
