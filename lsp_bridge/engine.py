@@ -28,6 +28,7 @@ from urllib.parse import unquote, urlparse
 from lsp_bridge.sessions import DocumentSession
 from lsp_bridge.settings import LanguageSettings, Settings
 from plugin.errors import OptionError
+from plugin.stopping import stop_rule
 
 LANGUAGES = ("python", "json", "sql")
 
@@ -125,9 +126,11 @@ class Engine:
             "max_new_tokens": s.max_tokens,
             "should_stop": stop.is_set,
         }
-        if s.stop_at_newline:
-            # the line's end, checked at every token, so no draft is scored past it
-            options["stop"] = "line"
+        line = stop_rule("line", None) if s.stop_at_newline else None
+        if line is not None:
+            # the line's end, checked at every token, so no draft is scored past it; not
+            # stop="line", which would check the cut text against the whole document again
+            options["end_when"] = line.end_when()
         speculative = resolve_speculative(s.speculative)
         if speculative is not None:
             # the context lookup may copy from the whole document, the text after the cursor too
@@ -136,6 +139,8 @@ class Engine:
         ready = time.perf_counter() - started
         gen = cache.generate(offset, **options)
         out = gen.text
+        cut = line.cut(out) if line is not None else None
+        out = out if cut is None else out[:cut]
         stats = dict(gen.stats)
         elapsed = time.perf_counter() - started
         first = stats.get("first_token_seconds")

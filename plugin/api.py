@@ -239,8 +239,7 @@ def constrained_generate(
     :mod:`plugin.stopping`; the output is cut there and ``valid`` says whether the
     constraint accepts what is kept; default ``"function"`` for
     ``grammar="python_function"`` and for ``grammar="python"`` with a ``prefix`` whose
-    last line is a ``def`` header, else none; the language server ends line completions
-    with ``"line"``),
+    last line is a ``def`` header, else none),
     ``prefix`` (completion mode: text the matcher consumes before generating, usually
     the code before the cursor that the prompt ends with;
     the output then continues it, and ``prefix + text`` is what the constraint
