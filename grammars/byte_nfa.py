@@ -214,7 +214,9 @@ def fragment(nfa: ByteNFA, key: Hashable, build: Callable[[], tuple[int, int]]) 
     if found is _SMALL:
         return build()
     if found:
-        edges, eps, s, e = found
+        if len(found) == 4:  # copied for the first time: compact it once (see _compact)
+            found = _TEMPLATES[key] = (*_compact(*found), True)
+        edges, eps, s, e, _ = found
         base = len(nfa.edges)
         lazy_dfa_core.extend_shifted(nfa.edges, nfa.eps, edges, eps, base)  # the copy, in C
         return s + base, e + base
@@ -232,7 +234,7 @@ def fragment(nfa: ByteNFA, key: Hashable, build: Callable[[], tuple[int, int]]) 
     if inside and top - base <= _SMALL_STATES and len(_TEMPLATES) < _TEMPLATE_CAP:
         _TEMPLATES[key] = _SMALL  # a literal byte: building it beats copying it
     elif inside and len(_TEMPLATES) < _TEMPLATE_CAP:
-        _TEMPLATES[key] = _compact(
+        _TEMPLATES[key] = (  # compacted when first copied: most fragments never are
             [[(lo, hi, t - base) for lo, hi, t in row] for row in nfa.edges[base:top]],
             [[t - base for t in row] for row in nfa.eps[base:top]],
             s - base,
