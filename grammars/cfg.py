@@ -178,7 +178,7 @@ class CompiledGrammar:
         end or whose bound fits what is left.
 
         Why: :meth:`bound` is a depth-first walk's completion, often far from the
-        shortest (after ``def`` it wandered 122 tokens where 12 do); refusing tokens on
+        shortest (after ``def`` it wandered far past the short completion); refusing tokens on
         it near a budget of 96 tokens made the default model write ``def area():``
         instead of ``def area(width, height):``. A "no" here is what the search could
         not prove within its caps; it is kept per state (a "no" for a limit is a "no"

@@ -354,7 +354,7 @@ def test_sql_that_would_run_on_ends_stop_and_valid(default_model):
 @pytest.mark.default_model
 def test_budget_bounds_leave_an_output_that_fits_unchanged(default_model):
     """A function of 15 tokens under a budget of 96: the budget check must not touch it.
-    With the depth-first bounds alone (122 tokens after ``def``) the default model was
+    With the depth-first bounds alone (far longer than needed after ``def``) the model was
     steered to ``def area():``; the breadth-first check (``CompiledGrammar.within``)
     finds the short completion, so the output equals the one without budget bounds."""
     from plugin.api import constrained_generate
