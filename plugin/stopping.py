@@ -24,6 +24,7 @@ brackets, strings (triple-quoted too) and backslash continuations join physical 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -178,7 +179,7 @@ class StopRule:
         # function: the def the prefix is writing, unless the output starts one of its
         # own beside it; else the first one the output writes
         header = None
-        found = self._open_def()
+        found = self._open_def
         first = code[0]
         if (
             found is not None
@@ -202,9 +203,11 @@ class StopRule:
                 return ln.start
         return None
 
+    @functools.cached_property
     def _open_def(self) -> tuple[int, bool] | None:
         """(column, whether it has a statement yet) of the innermost ``def`` the prefix
-        has not closed (every code line after it is indented deeper); None if none."""
+        has not closed (every code line after it is indented deeper); None if none.
+        Read once: the prefix may be a whole file, and the rule runs at every token."""
         lines = [ln for ln in _logical_lines(self.before) if ln.code]
         floor = 1 << 30  # the least indent of the code lines after the one looked at
         for k in range(len(lines) - 1, -1, -1):
