@@ -66,15 +66,10 @@ def walk_under_budget(compiled, budget: int, rng: random.Random) -> tuple[bool, 
         if matcher.is_finished():
             break
         states.append(matcher.state)
-        mask.zero_()
-        matcher.fill_mask(mask)
-        matcher.restrict_to_budget(mask, budget - used)
-        mask[sorted(compiled.vocab.eos_ids)] = False
-        ids = torch.nonzero(mask).flatten()
-        if not ids.numel():
+        token = random_budget_step(matcher, mask, budget - used, rng)
+        if token is None:
             break  # only EOS is left
-        tokens.append(int(ids[rng.randrange(ids.numel())]))
-        matcher.advance(tokens[-1])
+        tokens.append(token)
     return matcher.is_accepting(), states, tokens
 
 
@@ -225,20 +220,29 @@ def test_choosing_before_restricting_keeps_the_budget_restricted_distribution(
 # --- the grammar engine -------------------------------------------------------------
 
 
+def random_budget_step(matcher, mask: torch.Tensor, remaining: int, rng: random.Random) -> int | None:
+    """Advance ``matcher`` by a random token of its mask restricted to ``remaining``
+    tokens of budget, EOS excluded; the token, or None when only EOS is left."""
+    mask.zero_()
+    matcher.fill_mask(mask)
+    matcher.restrict_to_budget(mask, remaining)
+    mask[sorted(matcher.vocab.eos_ids)] = False
+    ids = torch.nonzero(mask).flatten()
+    if not ids.numel():
+        return None
+    token = int(ids[rng.randrange(ids.numel())])
+    matcher.advance(token)
+    return token
+
+
 def grammar_walk(g, budget: int, rng: random.Random, prefix: str = "") -> tuple[bool, bytes]:
     """A random decode (never choosing EOS) under restrict_to_budget; whether it ends
     where the grammar may end, and its text."""
     matcher = g.matcher_after(prefix) if prefix else g.matcher()
     mask = torch.zeros(g.vocab.size, dtype=torch.bool)
     for used in range(budget):
-        mask.zero_()
-        matcher.fill_mask(mask)
-        matcher.restrict_to_budget(mask, budget - used)
-        mask[sorted(g.vocab.eos_ids)] = False
-        ids = torch.nonzero(mask).flatten()
-        if not ids.numel():
+        if random_budget_step(matcher, mask, budget - used, rng) is None:
             break
-        matcher.advance(int(ids[rng.randrange(ids.numel())]))
     return matcher.is_accepting(), matcher.text()
 
 
