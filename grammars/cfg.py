@@ -23,7 +23,14 @@ import torch
 
 from grammars.lexer_dfa import DEAD, START, LexerDFA
 from grammars.syntax import Syntax, group_mask
-from grammars.token_tables import TokenBytes, TokenTable, build_table, load_table, save_table_soon
+from grammars.token_tables import (
+    TokenBytes,
+    TokenTable,
+    build_table,
+    fewest_tokens,
+    load_table,
+    save_table_soon,
+)
 from plugin.errors import ConstraintViolation, prefix_error
 from plugin.matcher import Layout, Matcher, next_forced_byte
 from plugin.vocabulary import Vocabulary
@@ -145,8 +152,8 @@ class CompiledGrammar:
         The completion is real: a depth-first walk over bytes (:func:`_completion`)
         that tries closing bytes first, and every state on its path gets the bound of
         the rest of the path, so the states the next tokens reach are mostly known. It
-        is counted in tokens by spelling its bytes with the longest vocabulary tokens
-        (any spelling of the same bytes reaches the same state). Python's final
+        is counted in the fewest vocabulary tokens that spell its bytes (any spelling
+        of the same bytes reaches the same state). Python's final
         ``ast.parse`` is not part of the walk: a completion the LALR tables allow but
         CPython refuses (an assignment to a literal, say) is rare and would be bounded
         as finishable.
@@ -341,18 +348,9 @@ def _completion(g: CompiledGrammar, q: int, syn: int) -> tuple[bytes, list[tuple
 
 def _spelled_lengths(g: CompiledGrammar, data: bytes) -> list[int]:
     """For each suffix ``data[i:]``, the fewest vocabulary tokens that spell it (FAR if
-    some byte has no token): one pass right to left, each position trying the tokens
-    that start there. Why not a greedy spelling per suffix (what this was): a walk's
-    path has hundreds of bytes, and spelling every suffix again made the budget bound
-    of a Python function's first steps cost a second."""
+    some byte has no token), see :func:`grammars.token_tables.fewest_tokens`."""
     spell = g.spellings()
-    n = len(data)
-    best = [FAR] * n + [0]
-    for i in range(n - 1, -1, -1):
-        for j in range(i + 1, min(n, i + spell.longest) + 1):
-            if best[j] + 1 < best[i] and data[i:j] in spell.ids:
-                best[i] = best[j] + 1
-    return best
+    return fewest_tokens(data, spell.ids, spell.longest, FAR)
 
 
 def _may_end(g: CompiledGrammar, q: int, syn: int | None) -> bool:

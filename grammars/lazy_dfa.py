@@ -34,7 +34,7 @@ from grammars.byte_nfa import ByteNFA
 from grammars.dfa import ROW_THRESHOLD, AllowedRows, DFAMatcher
 from grammars.native import dfa_allowed, lazy_dfa_core, trie_of
 from grammars.state_cache import STATE_CACHE
-from grammars.token_tables import TokenBytes
+from grammars.token_tables import TokenBytes, fewest_tokens
 from plugin.errors import CompileTimeout, prefix_error
 from plugin.matcher import Layout, next_forced_byte
 from plugin.vocabulary import Vocabulary
@@ -518,17 +518,10 @@ class CompiledLazyDFA(AllowedRows):
             data.append(byte)
         states.reverse()
         data.reverse()
-        text = bytes(data)
-        n = len(text)
-        spellings, longest = self._masks.spellings, self._masks.longest
-        best = [_FAR] * n + [tail]
-        for i in range(n - 1, -1, -1):
-            for j in range(i + 1, min(n, i + longest) + 1):
-                if best[j] + 1 < best[i] and text[i:j] in spellings:
-                    best[i] = best[j] + 1
+        best = fewest_tokens(bytes(data), self._masks.spellings, self._masks.longest, _FAR)
         for q, b in zip(states, best, strict=True):
-            if b < self._bound.get(q, _FAR):
-                self._bound[q] = b
+            if b + tail < self._bound.get(q, _FAR):
+                self._bound[q] = b + tail
         return self._bound[states[0]]
 
     def _next_entry(

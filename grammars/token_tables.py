@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Container
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -30,6 +31,21 @@ from grammars.lexer_dfa import START, LexerDFA
 from grammars.native import lexer_walk, trie_of
 from grammars.syntax import split_trie
 from plugin.vocabulary import Vocabulary
+
+
+def fewest_tokens(data: bytes, spellings: Container[bytes], longest: int, far: int) -> list[int]:
+    """For each suffix ``data[i:]``, the fewest tokens (byte strings in ``spellings``, at
+    most ``longest`` bytes) that spell it; ``far`` where none do. One pass right to left,
+    each position trying the tokens that start there: what a completion path found by a
+    budget search costs in tokens (any spelling of the same bytes reaches the same
+    state, so the fewest is a real one)."""
+    n = len(data)
+    best = [far] * n + [0]
+    for i in range(n - 1, -1, -1):
+        for j in range(i + 1, min(n, i + longest) + 1):
+            if best[j] + 1 < best[i] and data[i:j] in spellings:
+                best[i] = best[j] + 1
+    return best
 
 
 @dataclass
