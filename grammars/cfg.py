@@ -41,7 +41,8 @@ FAR = 1 << 30  # the bound of a state from which no completion was found
 _COMPLETION_VISITS = 4096  # states a completion walk may enter
 _COMPLETION_BYTES = 256  # the longest completion a walk builds
 _WITHIN_VISITS = 4096  # states a breadth-first budget check may enter
-_CLOSING_FIRST = b")]}\"';\n 0a"  # bytes a completion walk tries first, in this order
+_CLOSING_FIRST = b")]}\"';:0a\n"  # bytes a completion walk tries first, in this order
+_BLANKS_LAST = b" \t"  # ... and these last
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,8 @@ def _next_bytes(g: CompiledGrammar, q: int, syn: int) -> list[int]:
         if after is not None:
             allowed |= (row == DEAD) & (restart != DEAD) & syntax.ok_states_of(key[2])[restart]
         order = [b for b in _CLOSING_FIRST if allowed[b]]
-        order += [b for b in np.flatnonzero(allowed).tolist() if b not in _CLOSING_FIRST]
+        order += [b for b in np.flatnonzero(allowed).tolist() if b not in _CLOSING_FIRST + _BLANKS_LAST]
+        order += [b for b in _BLANKS_LAST if allowed[b]]
         # bytes that lead to the same lexer state (continuing the lexeme, or ending it
         # and starting the same next one) lead to the same matcher state: one each
         seen: set[tuple[bool, int]] = set()
