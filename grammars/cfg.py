@@ -192,6 +192,8 @@ class CompiledGrammar:
         not prove within its caps; it is kept per state (a "no" for a limit is a "no"
         for every smaller one), and paths found improve the bounds on them."""
         key = (q, syn)
+        if limit <= 0:  # a bound is 0 exactly where the grammar may end: no walk needed
+            return limit == 0 and _may_end(self, q, syn)
         if self.bound(q, syn) <= limit:
             return True
         if self._beyond.get(key, -1) >= limit:

@@ -6,7 +6,9 @@ interface, so a regex, a JSON Schema, a Lark grammar or a monitor are interchang
 
 * ``accepts(t)`` – may token ``t`` come next? One token, cheap (rejection sampling).
 * ``advance(t)`` – consume ``t`` (raises :class:`ConstraintViolation` if not allowed).
-* ``fill_mask(mask)`` – set ``mask[t] = True`` for every allowed ``t`` (full masking).
+* ``fill_mask(mask)`` – set ``mask[t] = True`` for every allowed ``t`` (full masking);
+  ``fill_candidates(mask)`` may also set refused tokens whose check is costly, and
+  says so: the sampler then confirms its pick with ``accepts``.
 * ``forced_tokens()`` – tokens the constraint leaves no choice about (jump-forward);
   ``forced_bytes()`` the text it leaves no choice about (speculative drafts spell it).
 * ``fork()`` / ``rollback(n)`` – branch or undo, for SMC, ASAp and speculation.
@@ -87,6 +89,17 @@ class Matcher(ABC):
     @abstractmethod
     def fill_mask(self, mask: torch.Tensor) -> None:
         """Set ``mask[t] = True`` for every allowed token (the caller zeroes it first)."""
+
+    def fill_candidates(self, mask: torch.Tensor) -> bool:
+        """Like :meth:`fill_mask`, but the mask may also hold tokens that are refused,
+        when deciding them costs more than checking the one a sampler picks (a monitor's
+        analysis of text the output will never have). True: some set entries are
+        unchecked, so the caller confirms its pick with :meth:`accepts`, clears a
+        refused one and picks again (exact for greedy and plain temperature sampling:
+        a draw from the renormalised rest is a draw from the allowed set). Default:
+        the full mask, nothing unchecked."""
+        self.fill_mask(mask)
+        return False
 
     @abstractmethod
     def forced_tokens(self) -> list[int]:

@@ -40,6 +40,7 @@ FINISH_STOP = "stop"  # the model ended where the constraint accepts, or nothing
 FINISH_LENGTH = "length"  # max_new_tokens ran out first
 FINISH_DEAD_END = "dead_end"  # the constraint allowed no token at all (a grammar bug, reported)
 FINISH_CANCELLED = "cancelled"  # should_stop() asked to stop
+_BUDGET_REDRAWS = 64  # far tokens cleared one by one before the whole mask is restricted
 
 
 @dataclass
@@ -136,6 +137,12 @@ class _Chooser:
         self.mask = torch.zeros(width, dtype=torch.bool, device=device)
         self.jump_forward, self.finish_within_budget = jump_forward, finish_within_budget
         self.awrs, self.asap = awrs, asap
+        # Unchecked candidates (Matcher.fill_candidates) are exact when a pick is redrawn
+        # from the rest after a refusal: greedy and plain temperature sampling, not
+        # top-k/top-p (their cut depends on the refused tokens) nor ASAp's weights.
+        self.lazy = asap is None and (params.greedy or (params.top_k == 0 and params.top_p == 1.0))
+        self.unchecked = False  # the mask holds candidates not yet checked
+        self.check_seconds = 0.0  # the last draw's accepts checks
         self.node = asap.root if asap is not None else None
         self.path = [self.node]
         self.step_us: list[float] = []
@@ -155,6 +162,7 @@ class _Chooser:
         t0 = time.perf_counter()
         matcher, params = self.matcher, self.params
         token = None
+        self.check_seconds = 0.0
         penalised = False  # the repetition penalty is applied to ``logits`` once
         if matcher is not None:
             if self.asap is None and matcher.is_finished():
@@ -185,7 +193,10 @@ class _Chooser:
             else:
                 mask = self.mask
                 mask.zero_()
-                matcher.fill_mask(mask)
+                if self.lazy:
+                    self.unchecked = matcher.fill_candidates(mask)
+                else:
+                    matcher.fill_mask(mask)
                 self.checks += self.vocab.size
                 if self.asap is not None and self.finish_within_budget:
                     self.budget_steps += matcher.restrict_to_budget(mask, remaining)
@@ -199,39 +210,78 @@ class _Chooser:
             if self.asap is not None:
                 token, self.node = self.asap.sample(self.node, logits, self.mask, params, self.generator)
                 self.path.append(self.node)
+            elif matcher is None:
+                token = choose_token(logits, None, params, self.generator)
             else:
-                token = choose_token(
-                    logits, self.mask if matcher is not None else None, params, self.generator
-                )
+                drawn = self._draw(logits)
+                if drawn is None:  # every candidate was refused: nothing is allowed
+                    self.step_us.append((t_constraint + self.check_seconds) * 1e6)
+                    return FINISH_DEAD_END
+                token = drawn
+        checked = self.check_seconds  # _within_budget's own draw is timed below
         t1 = time.perf_counter()
         if matcher is not None:
             if self.asap is None and self.finish_within_budget and matcher.budget_refuses(token, remaining):
                 token = self._within_budget(token, logits, remaining)
             matcher.advance(token)
-        self.step_us.append((t_constraint + time.perf_counter() - t1) * 1e6)
+        self.step_us.append((t_constraint + checked + time.perf_counter() - t1) * 1e6)
         return [token]
 
+    def _draw(self, logits: torch.Tensor) -> int | None:
+        """A token from ``self.mask``; unchecked candidates are confirmed with
+        ``accepts``, a refused one cleared and the draw repeated (None: all refused).
+        ``check_seconds`` holds the checks' time (constraint time)."""
+        mask, matcher = self.mask, self.matcher
+        assert matcher is not None
+        self.check_seconds = 0.0
+        while True:
+            token = choose_token(logits, mask, self.params, self.generator)
+            if not self.unchecked:
+                return token
+            t0 = time.perf_counter()
+            ok = bool(mask[token]) and matcher.accepts(token)
+            self.check_seconds += time.perf_counter() - t0
+            if ok:
+                return token
+            mask[token] = False
+            if not bool(mask.any()):
+                return None
+
     def _within_budget(self, token: int, logits: torch.Tensor, remaining: int) -> int:
-        """The choice again from the mask restricted to the budget, when ``token`` (drawn
-        from the unrestricted one) is a token the restriction clears.
+        """The choice again from the tokens the budget leaves (R), when ``token`` (drawn
+        from the unrestricted mask) is one the budget's bounds clear.
 
         Why choose first: the restriction needs the completion bound of every state the
-        allowed tokens lead to, the choice only the chosen one's, and most steps are far
-        from the end of their budget. Exact: a draw from the full mask kept when it lies
-        in the restricted set R, else replaced by a draw from R, is a draw from R
-        (P(t) = p(t) + p(not R) p(t) / p(R) = p(t) / p(R)); greedy keeps the argmax of R.
-        A token the bounds flag but the restriction keeps (the budget cannot be met at
-        all) is kept: the choice was already from what the restriction leaves."""
+        allowed tokens lead to, a choice only its own, and most steps are far from the
+        end of their budget. So the redraw checks one token at a time too: a far token
+        is cleared and the draw repeated, and only after :data:`_BUDGET_REDRAWS` of
+        them is the whole mask restricted at once. Exact: a draw from a mask that holds
+        R, kept when it lies in R and else cleared and repeated, is a draw from R
+        (greedy: the argmax of R). When R is empty (the budget cannot be met at all) the
+        mask is left alone, as ``restrict_to_budget`` does, and ``token`` is kept."""
         matcher = self.matcher
         assert matcher is not None
         mask = self.mask
         if self.awrs:  # AWRS built no mask
             mask.zero_()
             matcher.fill_mask(mask)
-        if not matcher.restrict_to_budget(mask, remaining) or bool(mask[token]):
+            self.unchecked = False
+        mask[token] = False
+        for _ in range(_BUDGET_REDRAWS):
+            if not bool(mask.any()):
+                return token
+            drawn = self._draw(logits)
+            if drawn is None:
+                return token
+            if not matcher.budget_refuses(drawn, remaining):
+                self.budget_steps += 1
+                return drawn
+            mask[drawn] = False
+        if not bool(mask.any()) or not matcher.restrict_to_budget(mask, remaining):
             return token
         self.budget_steps += 1
-        return choose_token(logits, mask, self.params, self.generator)
+        drawn = self._draw(logits)
+        return token if drawn is None else drawn
 
 
 def decode(
