@@ -313,6 +313,25 @@ def test_grammar_bounds_are_real_completions(default_tokenizer):
         m.advance(rng.choice(ids))
 
 
+@pytest.mark.parametrize("tail", ['"', "(", "1", "A", "x = ", "[{"])
+def test_python_bounds_inside_brackets_are_found_and_short(default_tokenizer, tail: str):
+    """Inside a bracket Python's newlines and blanks are free, and its newline lexemes
+    have a lexer state per column: a completion walk that took blanks early spent its
+    4,096 visits there and bounded these states as unfinishable (so a small budget
+    refused every token leading to them). The walk must close them in a few tokens."""
+    from grammars import compile as compile_grammar
+    from grammars.cfg import _completion
+
+    g = compile_grammar("python", default_tokenizer)
+    prefix = 'class A:\n    def f(self):\n        data = {\n            "data": {}, ' + tail
+    m = g.matcher_after(prefix)
+    found = _completion(g, m._state.q, m._state.syn)
+    assert found is not None
+    probe = g.matcher_after(prefix.encode() + found[0])
+    assert found[2] > 0 or probe.is_accepting()
+    assert g.bound(m._state.q, m._state.syn) <= 8
+
+
 def test_budget_refuses_agrees_with_the_restriction(default_tokenizer):
     """The decode loop asks ``budget_refuses`` for the chosen token and restricts only
     when it says so: both must read the same bounds."""

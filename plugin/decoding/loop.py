@@ -40,7 +40,7 @@ FINISH_STOP = "stop"  # the model ended where the constraint accepts, or nothing
 FINISH_LENGTH = "length"  # max_new_tokens ran out first
 FINISH_DEAD_END = "dead_end"  # the constraint allowed no token at all (a grammar bug, reported)
 FINISH_CANCELLED = "cancelled"  # should_stop() asked to stop
-_BUDGET_REDRAWS = 64  # far tokens cleared one by one before the whole mask is restricted
+_BUDGET_REDRAWS = 8  # far tokens cleared one by one before the whole mask is restricted
 
 
 @dataclass
@@ -277,6 +277,12 @@ class _Chooser:
                 self.budget_steps += 1
                 return drawn
             mask[drawn] = False
+        if self.unchecked:  # restrict what is allowed, not every candidate (a monitor's
+            far = ~mask  # attribute names, not the 49k tokens the grammar allows there)
+            mask.zero_()
+            matcher.fill_mask(mask)
+            mask &= ~far
+            self.unchecked = False
         if not bool(mask.any()) or not matcher.restrict_to_budget(mask, remaining):
             return token
         self.budget_steps += 1
