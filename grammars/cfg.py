@@ -170,12 +170,9 @@ class CompiledGrammar:
         key = (q, syn)
         hit = self._bounds.get(key)
         if hit is None:
-            for order in range(len(_ORDERS)):
-                found = _walk_to_end(self, q, syn, order)
-                if found is not None:
-                    self._record(*found)
-                if self._bounds.get(key, FAR) <= _SHORT_BOUND:
-                    break
+            found = _completion(self, q, syn)
+            if found is not None:
+                self._record(*found)
             hit = self._bounds.setdefault(key, FAR)
         return hit
 
@@ -312,13 +309,19 @@ def _next_bytes(g: CompiledGrammar, q: int, syn: int, order: int = 0) -> list[in
 
 
 def _completion(g: CompiledGrammar, q: int, syn: int) -> tuple[bytes, list[tuple[int, int]], int] | None:
-    """A completion walk (:func:`_walk_to_end`) in each byte order of :data:`_ORDERS`
-    until one finds an end."""
+    """The shorter, in tokens, of the completion walks (:func:`_walk_to_end`) in the
+    byte orders of :data:`_ORDERS`; the second runs only when the first finds none or
+    one longer than :data:`_SHORT_BOUND` tokens. None if neither finds one."""
+    best, best_tokens = None, FAR
     for order in range(len(_ORDERS)):
         found = _walk_to_end(g, q, syn, order)
         if found is not None:
-            return found
-    return None
+            tokens = _spelled_lengths(g, found[0])[0] + found[2]
+            if tokens < best_tokens:
+                best, best_tokens = found, tokens
+        if best_tokens <= _SHORT_BOUND:
+            break
+    return best
 
 
 def _walk_to_end(

@@ -209,18 +209,12 @@ class MonitoredMatcher(Matcher):
         if self._finished:
             return
         size = self.vocab.size
-        if self._inner is not None:
-            self._inner.fill_mask(mask)
-        else:
-            mask[:size] = True
-            mask[list(self.vocab.special_ids)] = False
+        self._fill_constraint(mask)
         allowed = mask[:size].cpu().numpy().copy()
         for k in range(len(self._owner.monitors)):
             allowed &= self._monitor_mask(k, allowed)
-        eos = list(self.vocab.eos_ids)
         mask[:size] = torch.from_numpy(allowed).to(mask.device)
-        if eos:
-            mask[eos] = self.is_accepting()
+        self._fill_end(mask)
 
     def fill_candidates(self, mask: torch.Tensor) -> bool:
         """The constraint's mask, the monitors left to :meth:`accepts` on the token a
@@ -230,15 +224,23 @@ class MonitoredMatcher(Matcher):
         step's time (p50 158 ms)."""
         if self._finished:
             return False
+        self._fill_constraint(mask)
+        self._fill_end(mask)
+        return True
+
+    def _fill_constraint(self, mask: torch.Tensor) -> None:
+        """The inner constraint's mask (every text token without one)."""
         if self._inner is not None:
             self._inner.fill_mask(mask)
         else:
             mask[: self.vocab.size] = True
             mask[list(self.vocab.special_ids)] = False
+
+    def _fill_end(self, mask: torch.Tensor) -> None:
+        """End-of-sequence where the constraint and the monitors accept the end."""
         eos = list(self.vocab.eos_ids)
         if eos:
             mask[eos] = self.is_accepting()
-        return True
 
     def forced_bytes(self, layout: Layout | None = None) -> bytes:
         """The constraint's forced bytes (a monitor may still refuse a spelling of them:

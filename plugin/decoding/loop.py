@@ -278,10 +278,10 @@ class _Chooser:
                 return drawn
             mask[drawn] = False
         if self.unchecked:  # restrict what is allowed, not every candidate (a monitor's
-            far = ~mask  # attribute names, not the 49k tokens the grammar allows there)
+            cleared = ~mask  # attribute names, not the 49k tokens the grammar allows)
             mask.zero_()
             matcher.fill_mask(mask)
-            mask &= ~far
+            mask &= ~cleared
             self.unchecked = False
         if not bool(mask.any()) or not matcher.restrict_to_budget(mask, remaining):
             return token
