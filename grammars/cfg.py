@@ -40,16 +40,15 @@ _MAX_FORCED_BYTES = 64
 FAR = 1 << 30  # the bound of a state from which no completion was found
 _COMPLETION_VISITS = 4096  # states a completion walk may enter
 _COMPLETION_BYTES = 256  # the longest completion a walk builds
-_SHORT_BOUND = 4  # a bound this short is not searched for in the second byte order
-_WITHIN_VISITS = 4096  # states a breadth-first budget check may enter
-# Bytes a completion walk tries first, in this order, and last. Blanks go last: Python's
-# newline lexemes have a lexer state per column, so a walk that took a blank early went
-# down a column per byte and spent its visits there (inside `{"k": {}, (` it gave up
-# after 4,096 states, where `):0}` ends it).
-# A walk that finds nothing so, or a bound over _SHORT_BOUND, is tried once more with
-# blanks early: a `try:` block needs a newline and the block's exact column before
-# `except`. The bound is the shorter of the two.
-_ORDERS = ((b")]}\"';:0a\n", b" \t"), (b")]}\"';\n 0a", b""))  # (first, last)
+_WITHIN_VISITS = 1024  # states a breadth-first budget check may enter
+# Bytes a completion walk tries first, in this order, and last. `:` and `0` come before
+# quotes and newlines (`except` needs `:0`; a walk that opened quotes there went on
+# concatenating strings), and blanks go last: Python's newline lexemes have a lexer
+# state per column, so a walk that took a blank early went down a column per byte and
+# spent its visits there (inside `{"k": {}, (` it gave up after 4,096 states, where
+# `):0}` ends it).
+_CLOSING_FIRST = b")]}:0\"';a\n"
+_BLANKS_LAST = b" \t"
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ class CompiledGrammar:
     _masks: OrderedDict = field(default_factory=OrderedDict)
     _bounds: dict[tuple[int, int], int] = field(default_factory=dict)
     _beyond: dict[tuple[int, int], int] = field(default_factory=dict)  # limits :meth:`within` refuted
-    _byte_orders: dict[tuple[int, int, int, int], list[int]] = field(default_factory=dict)
+    _byte_orders: dict[tuple[int, int, int], list[int]] = field(default_factory=dict)
 
     def matcher(self) -> GrammarMatcher:
         """A fresh matcher at the grammar's start."""
@@ -157,9 +156,8 @@ class CompiledGrammar:
         may end (:data:`FAR` if the walk found none): an upper bound on the shortest
         one, so a budget that is at least this can always be met.
 
-        The completion is real: a depth-first walk over bytes (:func:`_walk_to_end`)
-        that tries closing bytes first (in two byte orders when the first finds none or
-        a long one), and every state on its path gets the bound of
+        The completion is real: a depth-first walk over bytes (:func:`_completion`)
+        that tries closing bytes first, and every state on its path gets the bound of
         the rest of the path, so the states the next tokens reach are mostly known. It
         is counted in the fewest vocabulary tokens that spell its bytes (any spelling
         of the same bytes reaches the same state). Python's final
@@ -171,9 +169,12 @@ class CompiledGrammar:
         hit = self._bounds.get(key)
         if hit is None:
             found = _completion(self, q, syn)
-            if found is not None:
-                self._record(*found)
-            hit = self._bounds.setdefault(key, FAR)
+            if found is None:
+                hit = self._bounds[key] = FAR
+            else:
+                data, states, tail = found
+                self._record(data, states, tail)
+                hit = self._bounds[key]
         return hit
 
     def _record(self, data: bytes, states: list[tuple[int, int]], tail: int) -> None:
@@ -275,31 +276,31 @@ def _forced_bytes(g: CompiledGrammar, q: int, syn: int, layout: Layout | None = 
     return bytes(out)
 
 
-def _next_bytes(g: CompiledGrammar, q: int, syn: int, order: int = 0) -> list[int]:
+def _next_bytes(g: CompiledGrammar, q: int, syn: int) -> list[int]:
     """One byte per distinct next state among those that may follow ``(q, syn)``,
-    in the ``order``-th of :data:`_ORDERS`: its first bytes, then the others in byte
-    order, then its last ones.
+    closing ones first (see :data:`_CLOSING_FIRST`), then the others in byte order,
+    blanks last.
     They depend on the parser state only through the ok keys before and after the open
     lexeme ends, so they are kept per (lexer state, those keys)."""
     lexer, syntax = g.lexer, g.syntax
     term = int(lexer.best[q])
     after = syntax.feed(syn, term) if q != START and term >= 0 else None
-    key = (q, syntax.ok_key(syn), -1 if after is None else syntax.ok_key(after), order)
+    key = (q, syntax.ok_key(syn), -1 if after is None else syntax.ok_key(after))
     hit = g._byte_orders.get(key)
     if hit is None:
         row, restart = lexer.trans[q], lexer.trans[START]
         allowed = (row != DEAD) & syntax.ok_states_of(key[1])[row]
         if after is not None:
             allowed |= (row == DEAD) & (restart != DEAD) & syntax.ok_states_of(key[2])[restart]
-        first, last = _ORDERS[order]
-        ordered = [b for b in first if allowed[b]]
-        ordered += [b for b in np.flatnonzero(allowed).tolist() if b not in first + last]
-        ordered += [b for b in last if allowed[b]]
+        order = [b for b in _CLOSING_FIRST if allowed[b]]
+        placed = _CLOSING_FIRST + _BLANKS_LAST
+        order += [b for b in np.flatnonzero(allowed).tolist() if b not in placed]
+        order += [b for b in _BLANKS_LAST if allowed[b]]
         # bytes that lead to the same lexer state (continuing the lexeme, or ending it
         # and starting the same next one) lead to the same matcher state: one each
         seen: set[tuple[bool, int]] = set()
         hit = []
-        for b in ordered:
+        for b in order:
             target = (True, int(row[b])) if row[b] != DEAD else (False, int(restart[b]))
             if target not in seen:
                 seen.add(target)
@@ -309,24 +310,6 @@ def _next_bytes(g: CompiledGrammar, q: int, syn: int, order: int = 0) -> list[in
 
 
 def _completion(g: CompiledGrammar, q: int, syn: int) -> tuple[bytes, list[tuple[int, int]], int] | None:
-    """The shorter, in tokens, of the completion walks (:func:`_walk_to_end`) in the
-    byte orders of :data:`_ORDERS`; the second runs only when the first finds none or
-    one longer than :data:`_SHORT_BOUND` tokens. None if neither finds one."""
-    best, best_tokens = None, FAR
-    for order in range(len(_ORDERS)):
-        found = _walk_to_end(g, q, syn, order)
-        if found is not None:
-            tokens = _spelled_lengths(g, found[0])[0] + found[2]
-            if tokens < best_tokens:
-                best, best_tokens = found, tokens
-        if best_tokens <= _SHORT_BOUND:
-            break
-    return best
-
-
-def _walk_to_end(
-    g: CompiledGrammar, q: int, syn: int, order: int
-) -> tuple[bytes, list[tuple[int, int]], int] | None:
     """``(data, states, tail)``: bytes ``data`` from ``(q, syn)`` to a point where the
     grammar may end, or to a state whose bound is known (``tail`` tokens, else 0), with
     the state before each byte (the start included); None if the walk finds neither
@@ -341,7 +324,7 @@ def _walk_to_end(
     seen = {start}
     path = bytearray()
     states = [start]
-    stack = [iter(_next_bytes(g, q, syn, order))]
+    stack = [iter(_next_bytes(g, q, syn))]
     while stack:
         cq, cs = states[-1]
         step = None
@@ -371,7 +354,7 @@ def _walk_to_end(
             path.pop()
             states.pop()
             continue
-        stack.append(iter(_next_bytes(g, *found, order)))
+        stack.append(iter(_next_bytes(g, *found)))
     return None
 
 
