@@ -41,6 +41,7 @@ FINISH_LENGTH = "length"  # max_new_tokens ran out first
 FINISH_DEAD_END = "dead_end"  # the constraint allowed no token at all (a grammar bug, reported)
 FINISH_CANCELLED = "cancelled"  # should_stop() asked to stop
 _BUDGET_REDRAWS = 8  # far tokens cleared one by one before the whole mask is restricted
+_UNCHECKED_REFUSALS = 32  # refused candidates cleared one by one before the full mask is built
 
 
 @dataclass
@@ -234,18 +235,36 @@ class _Chooser:
         mask, matcher = self.mask, self.matcher
         assert matcher is not None
         self.check_seconds = 0.0
+        refused = 0
         while True:
             token = choose_token(logits, mask, self.params, self.generator)
             if not self.unchecked:
                 return token
             t0 = time.perf_counter()
             ok = bool(mask[token]) and matcher.accepts(token)
+            if not ok:
+                mask[token] = False
+                refused += 1
+                if refused == _UNCHECKED_REFUSALS:  # a monitor refusing nearly everything
+                    self._check_all()
             self.check_seconds += time.perf_counter() - t0
             if ok:
                 return token
-            mask[token] = False
             if not bool(mask.any()):
                 return None
+
+    def _check_all(self) -> None:
+        """Turn the mask's unchecked candidates into the full mask, keeping what was
+        cleared (refused or far): the full mask costs less than checking thousands of
+        refused candidates one by one, and a budget restriction must see what is
+        allowed, not every candidate."""
+        assert self.matcher is not None
+        mask = self.mask
+        cleared = ~mask
+        mask.zero_()
+        self.matcher.fill_mask(mask)
+        mask &= ~cleared
+        self.unchecked = False
 
     def _within_budget(self, token: int, logits: torch.Tensor, remaining: int) -> int:
         """The choice again from the tokens the budget leaves (R), when ``token`` (drawn
@@ -277,12 +296,8 @@ class _Chooser:
                 self.budget_steps += 1
                 return drawn
             mask[drawn] = False
-        if self.unchecked:  # restrict what is allowed, not every candidate (a monitor's
-            cleared = ~mask  # attribute names, not the 49k tokens the grammar allows)
-            mask.zero_()
-            matcher.fill_mask(mask)
-            mask &= ~cleared
-            self.unchecked = False
+        if self.unchecked:
+            self._check_all()
         if not bool(mask.any()) or not matcher.restrict_to_budget(mask, remaining):
             return token
         self.budget_steps += 1
