@@ -7,6 +7,7 @@ set of names, a tiny random model that puts mass on the names it refuses)."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import pytest
@@ -29,6 +30,15 @@ class FixedNames(Monitor):
 
     def analyse(self, text: bytes) -> Restriction | None:
         return Restriction(NAMES, kind="name") if text == b"" else None
+
+
+class FirstNameFixed(Monitor):
+    """The output's first identifier, wherever it starts, is among :data:`NAMES`."""
+
+    name = "first-name-fixed"
+
+    def analyse(self, text: bytes) -> Restriction | None:
+        return None if re.search(rb"[A-Za-z0-9_]", text) else Restriction(NAMES, kind="name")
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +104,20 @@ def test_sampled_outputs_follow_masked_decoding(sharp_tiny_model, default_tokeni
         counts[tuple(gen.token_ids)] += 1
     assert len(counts) > 1
     assert chi_square_pvalue(counts, target, runs) > 1e-3
+
+
+def test_a_monitor_refusing_nearly_everything_gives_the_full_mask_choice(
+    sharp_tiny_model, default_tokenizer, default_vocab
+):
+    """Monitors alone (no grammar): every token is a candidate and the output's first
+    identifier must be one of four names, so most picks are refused; after a few
+    refusals the loop builds the full mask instead of checking tens of thousands of
+    candidates."""
+    alone = MonitoredConstraint(None, [FirstNameFixed()], default_vocab)
+    for prompt in ("ab ba c", "x"):
+        prompt_ids = default_tokenizer.encode(prompt, add_special_tokens=False)
+        gen = constrained_generate(
+            sharp_tiny_model, default_tokenizer, prompt_ids, constraint=alone, max_new_tokens=8
+        )
+        want = _greedy_by_full_masks(sharp_tiny_model, alone, prompt_ids, default_tokenizer.eos_token_id)
+        assert gen.token_ids == want
