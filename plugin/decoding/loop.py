@@ -143,7 +143,7 @@ class _Chooser:
         # top-k/top-p (their cut depends on the refused tokens) nor ASAp's weights.
         self.lazy = asap is None and (params.greedy or (params.top_k == 0 and params.top_p == 1.0))
         self.unchecked = False  # the mask holds candidates not yet checked
-        self.check_seconds = 0.0  # the last draw's accepts checks
+        self.check_seconds = 0.0  # this step's accepts checks of unchecked candidates
         self.node = asap.root if asap is not None else None
         self.path = [self.node]
         self.step_us: list[float] = []
@@ -231,10 +231,10 @@ class _Chooser:
     def _draw(self, logits: torch.Tensor) -> int | None:
         """A token from ``self.mask``; unchecked candidates are confirmed with
         ``accepts``, a refused one cleared and the draw repeated (None: all refused).
-        ``check_seconds`` holds the checks' time (constraint time)."""
+        The checks' time is added to ``check_seconds`` (constraint time; ``choose``
+        zeroes it)."""
         mask, matcher = self.mask, self.matcher
         assert matcher is not None
-        self.check_seconds = 0.0
         refused = 0
         while True:
             token = choose_token(logits, mask, self.params, self.generator)
