@@ -14,6 +14,7 @@ from plugin.samplers.sampling import SamplingParams
 from plugin.samplers.smc import smc_decode
 from plugin.speculation.config import resolve_speculative
 from plugin.speculation.draft_model import load_draft_model
+from plugin.speculation.layer_skip import check_skip_layers
 from plugin.speculation.speculator import tokenizer_spelling
 from plugin.stopping import stop_rule
 from plugin.vocabulary import Vocabulary
@@ -281,6 +282,8 @@ def constrained_generate(
             f"speculative= works with sampler='mask' or 'awrs', not sampler={sampler!r} "
             "(its particles or its trie need every token sampled one at a time)"
         )
+    if speculative is not None and "layer_skip" in speculative.drafters:
+        check_skip_layers(model, speculative.skip_layers)
     if speculative is not None and speculative.draft_model is not None:
         speculative = replace(
             speculative, draft_model=load_draft_model(speculative.draft_model, model, tokenizer)

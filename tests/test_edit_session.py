@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from plugin import OptionError, PromptError, constrained_generate
 from plugin.kv import EditError, EditSession, RotaryUnavailable, read_rotary
-from plugin.kv.cache import cache_over, extend
+from plugin.kv.cache import cache_over, extend, with_cache
 from plugin.kv.edit_session import RECENT_STALE
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -77,7 +77,7 @@ DOC = SOURCE[:1500]
 def _fresh(model, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """First-layer keys and last logits of a plain forward over ``ids``."""
     cache = hf.DynamicCache()
-    out = model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True)
+    out = model(input_ids=torch.tensor([ids]), **with_cache(model, cache))
     return cache.layers[0].keys, out.logits[0, -1].float()
 
 

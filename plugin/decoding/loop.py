@@ -391,7 +391,15 @@ def decode(
         asap=asap,
     )
     speculator = (
-        Speculator(speculative, model, logits.numel(), stop_ids, prompt_ids, spell)
+        Speculator(
+            speculative,
+            model,
+            logits.numel(),
+            stop_ids,
+            prompt_ids,
+            spell,
+            lambda: (runner.cache, runner.length),
+        )
         if speculative is not None
         else None
     )

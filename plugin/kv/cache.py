@@ -24,6 +24,21 @@ def _keeps_last_logits(model_class: type) -> bool:
     return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
+@functools.cache
+def _cache_keyword(module_class: type) -> str:
+    # transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name warns on
+    # every forward and goes in 5.40); older releases know only the old names
+    known = inspect.signature(module_class.forward).parameters
+    return next((n for n in ("cache", "past_key_values", "past_key_value") if n in known), "past_key_values")
+
+
+def with_cache(module: Any, cache: Any) -> dict[str, Any]:
+    """The keyword arguments that hand ``cache`` to the forward of ``module`` (a model or
+    one of its decoder layers) and turn caching on, spelled as the installed
+    ``transformers`` wants them."""
+    return {_cache_keyword(type(module)): cache, "use_cache": True}
+
+
 @torch.inference_mode()
 def extend(model: Any, cache: Any, ids: list[int]) -> torch.Tensor:
     """Run ``ids`` through ``model`` after what ``cache`` holds (the cache grows) and
@@ -37,7 +52,7 @@ def extend(model: Any, cache: Any, ids: list[int]) -> torch.Tensor:
     logits = None
     for at in range(0, len(ids), CHUNK):
         chunk = torch.tensor([ids[at : at + CHUNK]], dtype=torch.long, device=device)
-        logits = model(input_ids=chunk, past_key_values=cache, use_cache=True, **extra).logits[0, -1]
+        logits = model(input_ids=chunk, **with_cache(model, cache), **extra).logits[0, -1]
     assert logits is not None
     return logits.float()
 
@@ -62,14 +77,14 @@ def score(
     chunk = torch.tensor([ids], dtype=torch.long, device=device)
     extra: dict[str, Any] = {"logits_to_keep": rows} if _keeps_last_logits(type(model)) else {}
     if parents is not None and any(p != i - 1 for i, p in enumerate(parents)):
-        depth, mask = _tree_mask(parents, past, model.dtype, device)
+        depth, mask = tree_attention_mask(parents, past, model.dtype, device)
         extra["position_ids"] = (past + depth).unsqueeze(0)
         extra["attention_mask"] = mask
-    logits = model(input_ids=chunk, past_key_values=cache, use_cache=True, **extra).logits[0]
+    logits = model(input_ids=chunk, **with_cache(model, cache), **extra).logits[0]
     return logits[-rows:].float()
 
 
-def _tree_mask(
+def tree_attention_mask(
     parents: list[int], past: int, dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Depths of the tree's tokens and the additive 4-D attention mask (0 where a token

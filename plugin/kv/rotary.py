@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from plugin.errors import StencilError
+from plugin.kv.cache import with_cache
 
 # RoPE variants whose frequencies depend on the current sequence length
 LENGTH_DEPENDENT = frozenset({"dynamic", "longrope"})
@@ -187,8 +188,7 @@ def _first_layer_keys(model: Any, ids: list[int], start: int) -> torch.Tensor:
     model(
         input_ids=torch.tensor([ids], device=device),
         position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
+        **with_cache(model, cache),
     )
     return cache.layers[0].keys.float()
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from plugin.decoding.loop import FINISH_LENGTH, FINISH_STOP, stop_token_ids
+from plugin.kv.cache import with_cache
 from plugin.matcher import Matcher
 from plugin.samplers.awrs import awrs_step, masked_step
 from plugin.samplers.sampling import SamplingParams, apply_repetition_penalty, filter_logits
@@ -73,9 +74,7 @@ def smc_decode(
     n = particles
     cache = DynamicCache()
     with torch.inference_mode():
-        first = model(
-            input_ids=torch.tensor([prompt_ids], device=device), past_key_values=cache, use_cache=True
-        )
+        first = model(input_ids=torch.tensor([prompt_ids], device=device), **with_cache(model, cache))
     cache.batch_repeat_interleave(n)
     logits = first.logits[0, -1].float().expand(n, -1)
     pool = [Particle([], 0.0, FINISH_LENGTH, matcher.fork()) for _ in range(n)]
@@ -122,9 +121,7 @@ def smc_decode(
             break
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = model(
-                input_ids=torch.tensor(feed, device=device)[:, None], past_key_values=cache, use_cache=True
-            )
+            out = model(input_ids=torch.tensor(feed, device=device)[:, None], **with_cache(model, cache))
         model_seconds += time.perf_counter() - t0
         logits = out.logits[:, -1].float()
     for i, part in enumerate(pool):

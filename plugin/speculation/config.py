@@ -14,8 +14,10 @@ from typing import Any
 from plugin.errors import OptionError
 
 # The drafters, in the order a draft is assembled: what the constraint forces first,
-# then a copy from the context, then a draft model, then recycled candidates (a tree).
-DRAFTERS = ("constraint", "lookup", "draft_model", "recycling")
+# then a copy from the context, then a draft model or the target with layers skipped,
+# then recycled candidates (a tree). ``layer_skip`` is not in "auto": on the default model
+# it does not pay (docs/speculative.md).
+DRAFTERS = ("constraint", "lookup", "draft_model", "layer_skip", "recycling")
 AUTO_DRAFTERS = ("constraint", "lookup", "recycling")
 
 
@@ -34,7 +36,8 @@ class SpeculativeConfig:
     ``draft_model``: a Hugging Face model (or its id or path) sharing the target's
     tokenizer; needed by the ``"draft_model"`` drafter. ``lookup_ids``: more token ids
     the context lookup may copy from besides the prompt and the output (the language
-    server gives the whole document).
+    server gives the whole document). ``skip_layers``: the decoder layers the
+    ``"layer_skip"`` drafter skips; ``None`` chooses them from the context (SWIFT).
     """
 
     drafters: tuple[str, ...] = AUTO_DRAFTERS
@@ -44,6 +47,7 @@ class SpeculativeConfig:
     ngram: int = 3
     draft_model: Any = None
     lookup_ids: tuple[int, ...] = field(default=(), repr=False)
+    skip_layers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         drafters = (self.drafters,) if isinstance(self.drafters, str) else tuple(self.drafters)
@@ -66,6 +70,14 @@ class SpeculativeConfig:
                 "speculative: the 'draft_model' drafter needs draft_model= (a model, id or path)"
             )
         object.__setattr__(self, "lookup_ids", tuple(self.lookup_ids))
+        if self.skip_layers is not None:
+            layers = tuple(self.skip_layers) if isinstance(self.skip_layers, list | tuple) else None
+            if not layers or any(isinstance(i, bool) or not isinstance(i, int) for i in layers):
+                raise OptionError(
+                    "speculative: skip_layers must be a non-empty list of layer indices, "
+                    f"got {self.skip_layers!r}"
+                )
+            object.__setattr__(self, "skip_layers", layers)
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:

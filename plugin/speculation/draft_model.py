@@ -9,13 +9,25 @@ speculative sampling rule with q = 1 for the drafted token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from plugin.errors import OptionError
 from plugin.kv.cache import cache_length, extend, keep_path
+
+# Given a drafter's logits for the next position: the token to draft and the drafter's
+# probability of it, or None to end the draft (the speculator's pick follows the
+# constraint, so a model's draft is not cut at its first refused token).
+Pick = Callable[[torch.Tensor], tuple[int, float] | None]
+
+
+def greedy(logits: torch.Tensor) -> tuple[int, float]:
+    """The most likely token and its probability (a pick without a constraint)."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    best = int(torch.argmax(probs))
+    return best, float(probs[best])
 
 
 def load_draft_model(spec: Any, target: Any, tokenizer: Any) -> Any:
@@ -60,8 +72,11 @@ class DraftModel:
         self.next_logits: torch.Tensor | None = None  # after self.ids
 
     @torch.inference_mode()
-    def propose(self, context: Sequence[int], limit: int) -> tuple[list[int], list[float]]:
-        """Up to ``limit`` greedy tokens after ``context`` and the draft's probability of each."""
+    def propose(
+        self, context: Sequence[int], limit: int, pick: Pick = greedy
+    ) -> tuple[list[int], list[float]]:
+        """Up to ``limit`` tokens after ``context`` as ``pick`` chooses them from the
+        draft's logits, and the draft's probability of each."""
         common = 0
         for a, b in zip(self.ids, context, strict=False):
             if a != b:
@@ -79,10 +94,12 @@ class DraftModel:
         tokens: list[int] = []
         confidence: list[float] = []
         for _ in range(limit):
-            probs = torch.softmax(logits, dim=-1)
-            best = int(torch.argmax(probs))
+            chosen = pick(logits)
+            if chosen is None:
+                break
+            best, p = chosen
             tokens.append(best)
-            confidence.append(float(probs[best]))
+            confidence.append(p)
             if len(tokens) == limit:
                 break
             logits = extend(self.model, self.cache, [best])

@@ -4,7 +4,8 @@ A draft is built in the order of :data:`plugin.speculation.config.DRAFTERS`: the
 the constraint forces (certain to be accepted) and the tokenizer's spelling of the text
 it forces (a JSON key once its first letters tell it apart: many token sequences spell
 it, the model nearly always writes the tokenizer's own), then a copy from the context
-(context lookup); when nothing matches, a draft model's greedy chain. The chain goes on
+(context lookup); when nothing matches, a draft model's greedy chain or the target's own
+with layers skipped (SWIFT, :mod:`.layer_skip`). The chain goes on
 in rounds, the constraint's text after each copy (a copied value, then the forced key
 that follows it, then the next copy), while the predicted reach allows. Then, with the
 room left, a Token Recycling tree beside the chain's first part (its first levels
@@ -40,7 +41,8 @@ import torch
 
 from plugin.matcher import Layout, Matcher
 from plugin.speculation.config import SpeculativeConfig
-from plugin.speculation.draft_model import DraftModel
+from plugin.speculation.draft_model import DraftModel, Pick, greedy
+from plugin.speculation.layer_skip import CacheView, LayerSkip
 from plugin.speculation.lookup import ContextLookup
 from plugin.speculation.recycling import TokenRecycling, depth_bucket
 from plugin.speculation.tree import DraftTree
@@ -56,6 +58,7 @@ CHEAP_NODES = 3
 CHEAP_FLOOR = 0.12
 SPELLED = ("spelled",)  # the feature of a token spelling forced text (not certain: counted)
 PRIOR_SPELLED = (8.0, 1.0)  # the tokenizer's own spelling is nearly always what the model writes
+PICK_CANDIDATES = 8  # a model drafter's best tokens tried, in order, against the constraint
 
 Spelling = Callable[[bytes], list[int]]
 
@@ -113,7 +116,10 @@ class Speculator:
         stop_ids: frozenset[int],
         prompt_ids: Sequence[int],
         spell: Spelling | None = None,
+        view: CacheView | None = None,
     ) -> None:
+        """``view`` gives the decode loop's KV cache and its length (the ``layer_skip``
+        drafter reads the accepted context's keys and values from it)."""
         self.config = config
         self.spell = spell
         self.layout = Layout()  # how the output lays out blanks, for forced-text guesses
@@ -127,6 +133,11 @@ class Speculator:
             self.lookup.add(self.prompt_ids)
         self.recycling = recycling_for(model, vocab_size) if "recycling" in self.enabled else None
         self.draft_model = DraftModel(config.draft_model) if "draft_model" in self.enabled else None
+        self.layer_skip = None
+        if "layer_skip" in self.enabled:
+            if view is None:
+                raise ValueError("the layer_skip drafter needs the decode loop's cache view")
+            self.layer_skip = LayerSkip(model, view, config.skip_layers)
         self.verdicts = verdicts_for(model)
         self.drafted = dict.fromkeys(self.enabled, 0)
         self.accepted = dict.fromkeys(self.enabled, 0)
@@ -170,11 +181,11 @@ class Speculator:
             if round_ == 0:
                 tip = tree.tip()
             copied = len(tree)
-            for name in ("lookup", "draft_model"):
+            for name in ("lookup", "draft_model", "layer_skip"):
                 if name in self.enabled and limit > len(tree) and len(tree) == copied:
                     reach = self._guarded(
                         name,
-                        lambda name=name, r=reach: self._propose(name, out, tree, limit, r),
+                        lambda name=name, r=reach: self._propose(name, out, tree, limit, r, probe),
                         reach,
                     )
             if probe is not None and not self._follow(probe, tree, copied):
@@ -237,9 +248,19 @@ class Speculator:
             tree.add(token, tree.tip(), "constraint", SPELLED)
         return reach
 
-    def _propose(self, name: str, out: Sequence[int], tree: DraftTree, limit: int, reach: float) -> float:
-        """A copy (lookup) or a draft model's chain after the chain so far, while the
-        predicted reach stays above the floor; returns the reach at its end."""
+    def _propose(
+        self,
+        name: str,
+        out: Sequence[int],
+        tree: DraftTree,
+        limit: int,
+        reach: float,
+        probe: Matcher | None = None,
+    ) -> float:
+        """A copy (lookup) or a draft model's or the skipping target's chain after the
+        chain so far, while the predicted reach stays above the floor; returns the reach
+        at its end. ``probe`` (the constraint at the chain's end, not advanced) steers a
+        model's draft to the tokens the constraint allows."""
         floor = 1 - self.config.stop_threshold
         room = limit - len(tree)
         pending = list(tree.tokens)
@@ -254,9 +275,15 @@ class Speculator:
                     break
                 reach = chance
                 tree.add(token, tree.tip(), name, feature)
-        elif name == "draft_model":
-            assert self.draft_model is not None
-            tokens, confidence = self.draft_model.propose([*self.prompt_ids, *out, *pending], room)
+        else:
+            context = [*self.prompt_ids, *out, *pending]
+            pick = self._picker(probe)
+            if name == "draft_model":
+                assert self.draft_model is not None
+                tokens, confidence = self.draft_model.propose(context, room, pick)
+            else:
+                assert self.layer_skip is not None
+                tokens, confidence = self.layer_skip.propose(context, room, reach, floor, pick)
             for depth, (token, p) in enumerate(zip(tokens, confidence, strict=True), start=1):
                 chance = reach * p
                 if chance < floor and not (first and depth == 1):
@@ -264,6 +291,38 @@ class Speculator:
                 reach = chance
                 tree.add(token, tree.tip(), name, (depth_bucket(depth),))
         return reach
+
+    def _picker(self, probe: Matcher | None) -> Pick:
+        """A model drafter's choice at each position: its most likely token that the
+        constraint allows (the constraint followed along the draft on a fork of
+        ``probe``): its :data:`PICK_CANDIDATES` best are tried first, then the
+        constraint's whole mask. The draft ends where the model's most likely token is
+        an end-of-sequence id or nothing is allowed."""
+        if probe is None:
+            return greedy
+        walker = probe.fork()
+
+        def pick(logits: torch.Tensor) -> tuple[int, float] | None:
+            probs = torch.softmax(logits.float(), dim=-1)
+            top = torch.topk(probs, min(PICK_CANDIDATES, probs.numel()))
+            chosen = None
+            for rank, token in enumerate(top.indices.tolist()):
+                if token in self.stop_ids and rank == 0:
+                    return None
+                if token not in self.stop_ids and walker.accepts(token):
+                    chosen = token
+                    break
+            if chosen is None:
+                mask = torch.zeros(probs.numel(), dtype=torch.bool)
+                walker.fill_mask(mask)
+                mask[list(self.stop_ids & set(range(probs.numel())))] = False
+                if not bool(mask.any()):
+                    return None
+                chosen = int(torch.argmax(probs.cpu().masked_fill(~mask, -1.0)))
+            walker.advance(chosen)
+            return chosen, float(probs[chosen])
+
+        return pick
 
     def _recycle(self, last: int, tree: DraftTree, tip: int, room: int, floor: float) -> None:
         assert self.recycling is not None
@@ -366,4 +425,5 @@ class Speculator:
                 for name in self.drafted
             },
             "drafter_failures": dict(self.failures),
+            **({"layer_skip": self.layer_skip.stats()} if self.layer_skip is not None else {}),
         }
