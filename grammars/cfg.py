@@ -49,6 +49,8 @@ _WITHIN_VISITS = 1024  # states a breadth-first budget check may enter
 # `):0}` ends it).
 _CLOSING_FIRST = b")]}:0\"';a\n"
 _BLANKS_LAST = b" \t"
+_TERMINAL_VISITS = 4096  # parser states a lexeme-level completion search may enter
+_OPEN_LEXEME_BYTES = 16  # bytes a search may add to finish the lexeme in progress
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class CompiledGrammar:
     _masks: OrderedDict = field(default_factory=OrderedDict)
     _bounds: dict[tuple[int, int], int] = field(default_factory=dict)
     _beyond: dict[tuple[int, int], int] = field(default_factory=dict)  # limits :meth:`within` refuted
+    _searched: set[tuple[int, int]] = field(default_factory=set)  # states given a lexeme-level search
     _byte_orders: dict[tuple[int, int, int], list[int]] = field(default_factory=dict)
 
     def matcher(self) -> GrammarMatcher:
@@ -194,7 +197,11 @@ class CompiledGrammar:
         Why: :meth:`bound` is a depth-first walk's completion, often far from the
         shortest (after ``def`` it wandered far past the short completion); refusing tokens on
         it near a budget of 96 tokens made the default model write ``def area():``
-        instead of ``def area(width, height):``. A "no" here is what the search could
+        instead of ``def area(width, height):``. Where the bound does not fit, the
+        shortest completion in lexemes is searched once (:func:`_lexeme_completion`):
+        the byte walks found none after ``sum(1 for`` or ``return x if`` (a blank must
+        come before the next name, and blanks go last), so every generator expression
+        was refused however much budget was left. A "no" here is what the search could
         not prove within its caps; it is kept per state (a "no" for a limit is a "no"
         for every smaller one), and paths found improve the bounds on them."""
         key = (q, syn)
@@ -204,6 +211,13 @@ class CompiledGrammar:
             return True
         if self._beyond.get(key, -1) >= limit:
             return False
+        if key not in self._searched:  # the shortest completion in lexemes, once per state
+            self._searched.add(key)
+            found = _lexeme_completion(self, q, syn)
+            if found is not None:
+                self._record(*found)
+                if self._bounds[key] <= limit:
+                    return True
         parent: dict[tuple[int, int], tuple[tuple[int, int], int] | None] = {key: None}
         frontier = [key]
         for depth in range(1, limit + 1):
@@ -356,6 +370,139 @@ def _completion(g: CompiledGrammar, q: int, syn: int) -> tuple[bytes, list[tuple
             continue
         stack.append(iter(_next_bytes(g, *found)))
     return None
+
+
+def _shortest_lexemes(g: CompiledGrammar) -> list[bytes | None]:
+    """For each lexer terminal, the shortest bytes the lexer reads as that terminal from
+    its start state (None if it has none): a breadth-first walk of the lexer DFA, built
+    once per grammar (the Python grammar's newline terminals, one per column, are
+    ``\\n`` and that many blanks)."""
+    got = g.__dict__.get("_lexemes")
+    if got is not None:
+        return got
+    trans, best = g.lexer.trans, g.lexer.best
+    lexemes: list[bytes | None] = [None] * len(g.syntax.parser_term)
+    path: dict[int, bytes] = {START: b""}
+    frontier = np.array([START])
+    while frontier.size:
+        rows = trans[frontier]  # [states, 256]
+        where, byte = np.nonzero(rows != DEAD)
+        targets = rows[where, byte]
+        targets, first = np.unique(targets, return_index=True)  # the first way in, in byte order
+        fresh = [i for i, t in enumerate(targets.tolist()) if t not in path]
+        for i in fresh:
+            t = int(targets[i])
+            path[t] = path[int(frontier[where[first[i]]])] + bytes((int(byte[first[i]]),))
+            term = int(best[t])
+            if 0 <= term < len(lexemes) and lexemes[term] is None:
+                lexemes[term] = path[t]
+        frontier = targets[fresh]
+    g.__dict__["_lexemes"] = lexemes
+    return lexemes
+
+
+def _lexeme_completion(
+    g: CompiledGrammar, q: int, syn: int
+) -> tuple[bytes, list[tuple[int, int]], int] | None:
+    """A completion from ``(q, syn)`` with the fewest lexemes, as ``(data, states, 0)``
+    (the state before each byte), or None if the search finds none within its caps.
+
+    The lexeme in progress is finished first (every way within
+    :data:`_OPEN_LEXEME_BYTES` bytes), then the parser is searched breadth first over
+    whole lexemes (each terminal spelled by its shortest lexeme, see
+    :func:`_shortest_lexemes`; hash-consed parser states make equal stacks one node)
+    to a state where the input may end. The lexemes are then joined, a blank put
+    between two that would run together, and the bytes walked again: what is returned
+    is a real completion, the same as the byte walks would find, only shorter."""
+    lexemes = _shortest_lexemes(g)
+    syntax, rows, best = g.syntax, g.lexer.rows, g.lexer.best_list
+    starts: list[tuple[bytes, int]] = []  # (bytes finishing the open lexeme, parser state after it)
+    if q == START:
+        starts.append((b"", syn))
+    else:
+        reached = {q: b""}
+        frontier = [q]
+        while frontier:
+            layer = []
+            for cq in frontier:
+                term = best[cq]
+                fed = syntax.feed(syn, term) if term >= 0 else None
+                if fed is not None:
+                    starts.append((reached[cq], fed))
+                if len(reached[cq]) < _OPEN_LEXEME_BYTES:
+                    for b, nq in enumerate(rows[cq]):
+                        if nq != DEAD and nq not in reached:
+                            reached[nq] = reached[cq] + bytes((b,))
+                            layer.append(nq)
+            frontier = layer
+    parent: dict[int, tuple[int, int] | bytes] = {}  # parser state -> (before, terminal) or start bytes
+    frontier = []
+    for data, fed in starts:
+        if fed not in parent:
+            parent[fed] = data
+            frontier.append(fed)
+    goal = next((s for s in frontier if syntax.finish(s)), None)
+    usable = [t for t, spelled in enumerate(lexemes) if spelled and syntax.parser_term[t] >= 0]
+    while goal is None and frontier and len(parent) < _TERMINAL_VISITS:
+        layer = []
+        for s in frontier:
+            takes = syntax.accept_row(s)
+            for t in usable:
+                if not takes[t]:
+                    continue
+                after = syntax.feed(s, t)
+                if after is None or after in parent:
+                    continue
+                parent[after] = (s, t)
+                if syntax.finish(after):
+                    goal = after
+                    break
+                layer.append(after)
+            if goal is not None:
+                break
+        frontier = layer
+    if goal is None:
+        return None
+    terms: list[tuple[int, int]] = []  # (parser state before the terminal's lexeme ends, terminal)
+    at = goal
+    while not isinstance(link := parent[at], bytes):
+        terms.append(link)
+        at = link[0]
+    return _spelled_completion(g, q, syn, link, at, terms[::-1])
+
+
+def _spelled_completion(
+    g: CompiledGrammar, q: int, syn: int, head: bytes, first: int, terms: list[tuple[int, int]]
+) -> tuple[bytes, list[tuple[int, int]], int] | None:
+    """The bytes of a lexeme-level completion (``head`` finishes the open lexeme into
+    parser state ``first``; then ``terms``), checked by walking them: each lexeme must
+    end the one before it in the parser state the search had, and be read as its own
+    terminal (``in`` then a name needs a blank: ``ina`` is one name)."""
+    lexemes, best = _shortest_lexemes(g), g.lexer.best_list
+    data = bytearray(head)
+    at = _walk(g, q, syn, head, check=True) if head else (q, syn)
+    if at is None or at[1] != syn:
+        return None
+    for before, term in terms:
+        spelled = lexemes[term]
+        assert spelled is not None
+        for glue in (b"", b" "):
+            nxt = None if at is None else _walk(g, *at, glue + spelled, check=True)
+            if nxt is not None and nxt[1] == before and best[nxt[0]] == term:
+                break
+        else:
+            return None
+        data += glue + spelled
+        at = nxt
+    if at is None or not _may_end(g, *at) or (not terms and g.syntax.feed(syn, best[at[0]]) != first):
+        return None
+    states, state = [], (q, syn)
+    for b in data:
+        states.append(state)
+        state = _walk(g, *state, bytes((b,)), check=True)  # type: ignore[assignment]
+        if state is None:
+            return None
+    return bytes(data), states, 0
 
 
 def _spelled_lengths(g: CompiledGrammar, data: bytes) -> list[int]:

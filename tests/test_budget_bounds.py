@@ -332,6 +332,40 @@ def test_python_bounds_inside_brackets_are_found_and_short(default_tokenizer, ta
     assert g.bound(m._state.q, m._state.syn) <= 8
 
 
+@pytest.mark.parametrize(
+    ("prefix", "fits"),
+    [
+        ("def count_vowels(text):\n    return sum(1 for", 5),
+        ("def f(xs):\n    return [x for", 5),
+        ("def f(x):\n    return x if", 4),
+        ("def f(d):\n    return {k: v for k, v in d.items() if", 3),
+        ("def f(x):\n    with open(x) as", 4),
+        ("def f(x):\n    y = lambda", 4),
+    ],
+)
+def test_python_expressions_after_keywords_are_finishable(default_tokenizer, prefix: str, fits: int):
+    """After ``sum(1 for`` a blank must come before the next name, and the byte walks
+    try blanks last: they found no completion at all, so every generator expression,
+    conditional expression and ``with ... as`` was refused however large the budget
+    (the default model was steered from ``sum(1 for ch in text ...)`` to
+    ``sum(1000000...``). The lexeme-level search finds ``A in A)`` and the like, and
+    what it finds is a real completion that the matcher accepts."""
+    from grammars import compile as compile_grammar
+    from grammars.cfg import _lexeme_completion, _spelled_lengths
+
+    g = compile_grammar("python_function", default_tokenizer)
+    m = g.matcher_after(prefix)
+    st = m._state
+    assert g.within(st.q, st.syn, 40) and g.within(st.q, st.syn, fits)
+    found = _lexeme_completion(g, st.q, st.syn)
+    assert found is not None and _spelled_lengths(g, found[0])[0] <= fits
+    done = g.matcher_after(prefix.encode() + found[0])
+    assert done.is_accepting()
+    # every state on the path got its bound: the next steps need no search
+    for q, syn in found[1]:
+        assert g.bound(q, syn) <= fits
+
+
 def test_budget_refuses_agrees_with_the_restriction(default_tokenizer):
     """The decode loop asks ``budget_refuses`` for the chosen token and restricts only
     when it says so: both must read the same bounds."""
