@@ -49,8 +49,11 @@ _WITHIN_VISITS = 1024  # states a breadth-first budget check may enter
 # `):0}` ends it).
 _CLOSING_FIRST = b")]}:0\"';a\n"
 _BLANKS_LAST = b" \t"
-_TERMINAL_VISITS = 4096  # parser states a lexeme-level completion search may enter
+_TERMINAL_VISITS = 1024  # parser states a lexeme-level completion search may enter
 _OPEN_LEXEME_BYTES = 16  # bytes a search may add to finish the lexeme in progress
+# First bytes of the lexemes a completion is mostly made of (names, keywords, numbers,
+# closing brackets, `:`, `;`, newlines); operators and openers only lengthen it.
+_COMPLETING = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_)]}:;\n")
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,6 @@ class CompiledGrammar:
     _masks: OrderedDict = field(default_factory=OrderedDict)
     _bounds: dict[tuple[int, int], int] = field(default_factory=dict)
     _beyond: dict[tuple[int, int], int] = field(default_factory=dict)  # limits :meth:`within` refuted
-    _searched: set[tuple[int, int]] = field(default_factory=set)  # states given a lexeme-level search
     _byte_orders: dict[tuple[int, int, int], list[int]] = field(default_factory=dict)
 
     def matcher(self) -> GrammarMatcher:
@@ -156,27 +158,27 @@ class CompiledGrammar:
 
     def bound(self, q: int, syn: int) -> int:
         """Tokens of a known completion from ``(q, syn)`` to a point where the grammar
-        may end (:data:`FAR` if the walk found none): an upper bound on the shortest
+        may end (:data:`FAR` if the searches found none): an upper bound on the shortest
         one, so a budget that is at least this can always be met.
 
-        The completion is real: a depth-first walk over bytes (:func:`_completion`)
-        that tries closing bytes first, and every state on its path gets the bound of
-        the rest of the path, so the states the next tokens reach are mostly known. It
-        is counted in the fewest vocabulary tokens that spell its bytes (any spelling
-        of the same bytes reaches the same state). Python's final
-        ``ast.parse`` is not part of the walk: a completion the LALR tables allow but
-        CPython refuses (an assignment to a literal, say) is rare and would be bounded
-        as finishable.
+        The completion is real. First the one with the fewest lexemes
+        (:func:`_lexeme_completion`: ``A in A)`` after ``sum(1 for``), else a
+        depth-first walk over bytes (:func:`_completion`) that tries closing bytes
+        first; every state on its path gets the bound of the rest of the path, so the
+        states the next tokens reach are mostly known. It is counted in the fewest
+        vocabulary tokens that spell its bytes (any spelling of the same bytes reaches
+        the same state). Python's final ``ast.parse`` is not part of the search: a
+        completion the LALR tables allow but CPython refuses (an assignment to a
+        literal, say) is rare and would be bounded as finishable.
         """
         key = (q, syn)
         hit = self._bounds.get(key)
         if hit is None:
-            found = _completion(self, q, syn)
+            found = _lexeme_completion(self, q, syn) or _completion(self, q, syn)
             if found is None:
                 hit = self._bounds[key] = FAR
             else:
-                data, states, tail = found
-                self._record(data, states, tail)
+                self._record(*found)
                 hit = self._bounds[key]
         return hit
 
@@ -197,11 +199,10 @@ class CompiledGrammar:
         Why: :meth:`bound` is a depth-first walk's completion, often far from the
         shortest (after ``def`` it wandered far past the short completion); refusing tokens on
         it near a budget of 96 tokens made the default model write ``def area():``
-        instead of ``def area(width, height):``. Where the bound does not fit, the
-        shortest completion in lexemes is searched once (:func:`_lexeme_completion`):
-        the byte walks found none after ``sum(1 for`` or ``return x if`` (a blank must
-        come before the next name, and blanks go last), so every generator expression
-        was refused however much budget was left. A "no" here is what the search could
+        instead of ``def area(width, height):``. (The byte walk alone found no
+        completion after ``sum(1 for`` or ``return x if``, where a blank must come
+        before the next name and blanks go last, so every generator expression was
+        refused at any budget: the bound now searches lexemes first.) A "no" here is what the search could
         not prove within its caps; it is kept per state (a "no" for a limit is a "no"
         for every smaller one), and paths found improve the bounds on them."""
         key = (q, syn)
@@ -211,13 +212,6 @@ class CompiledGrammar:
             return True
         if self._beyond.get(key, -1) >= limit:
             return False
-        if key not in self._searched:  # the shortest completion in lexemes, once per state
-            self._searched.add(key)
-            found = _lexeme_completion(self, q, syn)
-            if found is not None:
-                self._record(*found)
-                if self._bounds[key] <= limit:
-                    return True
         parent: dict[tuple[int, int], tuple[tuple[int, int], int] | None] = {key: None}
         frontier = [key]
         for depth in range(1, limit + 1):
@@ -411,30 +405,56 @@ def _lexeme_completion(
     :data:`_OPEN_LEXEME_BYTES` bytes), then the parser is searched breadth first over
     whole lexemes (each terminal spelled by its shortest lexeme, see
     :func:`_shortest_lexemes`; hash-consed parser states make equal stacks one node)
-    to a state where the input may end. The lexemes are then joined, a blank put
+    to a state where the input may end: first over the lexemes that begin with a name
+    character, a closing bracket, ``:``, ``;`` or a newline (what completions are made
+    of: ``A in A)``), then over all of them. The lexemes are then joined, a blank put
     between two that would run together, and the bytes walked again: what is returned
     is a real completion, the same as the byte walks would find, only shorter."""
     lexemes = _shortest_lexemes(g)
-    syntax, rows, best = g.syntax, g.lexer.rows, g.lexer.best_list
-    starts: list[tuple[bytes, int]] = []  # (bytes finishing the open lexeme, parser state after it)
+    starts = _open_lexeme_ends(g, q, syn)
+    usable = [t for t, spelled in enumerate(lexemes) if spelled and g.syntax.parser_term[t] >= 0]
+    completing = [t for t in usable if lexemes[t][0] in _COMPLETING]  # type: ignore[index]
+    for alphabet in (completing, usable):
+        found = _search_lexemes(g, starts, alphabet)
+        if found is not None:
+            spelled = _spelled_completion(g, q, syn, *found)
+            if spelled is not None:
+                return spelled
+    return None
+
+
+def _open_lexeme_ends(g: CompiledGrammar, q: int, syn: int) -> list[tuple[bytes, int]]:
+    """The ways to finish the lexeme in progress at ``(q, syn)`` within
+    :data:`_OPEN_LEXEME_BYTES` bytes: (the bytes, the parser state once it is fed)."""
     if q == START:
-        starts.append((b"", syn))
-    else:
-        reached = {q: b""}
-        frontier = [q]
-        while frontier:
-            layer = []
-            for cq in frontier:
-                term = best[cq]
-                fed = syntax.feed(syn, term) if term >= 0 else None
-                if fed is not None:
-                    starts.append((reached[cq], fed))
-                if len(reached[cq]) < _OPEN_LEXEME_BYTES:
-                    for b, nq in enumerate(rows[cq]):
-                        if nq != DEAD and nq not in reached:
-                            reached[nq] = reached[cq] + bytes((b,))
-                            layer.append(nq)
-            frontier = layer
+        return [(b"", syn)]
+    syntax, rows, best = g.syntax, g.lexer.rows, g.lexer.best_list
+    ends: list[tuple[bytes, int]] = []
+    reached = {q: b""}
+    frontier = [q]
+    while frontier:
+        layer = []
+        for cq in frontier:
+            term = best[cq]
+            fed = syntax.feed(syn, term) if term >= 0 else None
+            if fed is not None:
+                ends.append((reached[cq], fed))
+            if len(reached[cq]) < _OPEN_LEXEME_BYTES:
+                for b, nq in enumerate(rows[cq]):
+                    if nq != DEAD and nq not in reached:
+                        reached[nq] = reached[cq] + bytes((b,))
+                        layer.append(nq)
+        frontier = layer
+    return ends
+
+
+def _search_lexemes(
+    g: CompiledGrammar, starts: list[tuple[bytes, int]], alphabet: list[int]
+) -> tuple[bytes, int, list[tuple[int, int]]] | None:
+    """Breadth first from the ``starts`` over the terminals of ``alphabet`` to a parser
+    state where the input may end, entering at most :data:`_TERMINAL_VISITS` states:
+    (the start's bytes, its parser state, then each terminal with the state before it)."""
+    syntax = g.syntax
     parent: dict[int, tuple[int, int] | bytes] = {}  # parser state -> (before, terminal) or start bytes
     frontier = []
     for data, fed in starts:
@@ -442,12 +462,11 @@ def _lexeme_completion(
             parent[fed] = data
             frontier.append(fed)
     goal = next((s for s in frontier if syntax.finish(s)), None)
-    usable = [t for t, spelled in enumerate(lexemes) if spelled and syntax.parser_term[t] >= 0]
     while goal is None and frontier and len(parent) < _TERMINAL_VISITS:
         layer = []
         for s in frontier:
             takes = syntax.accept_row(s)
-            for t in usable:
+            for t in alphabet:
                 if not takes[t]:
                     continue
                 after = syntax.feed(s, t)
@@ -463,12 +482,12 @@ def _lexeme_completion(
         frontier = layer
     if goal is None:
         return None
-    terms: list[tuple[int, int]] = []  # (parser state before the terminal's lexeme ends, terminal)
+    terms: list[tuple[int, int]] = []
     at = goal
     while not isinstance(link := parent[at], bytes):
         terms.append(link)
         at = link[0]
-    return _spelled_completion(g, q, syn, link, at, terms[::-1])
+    return link, at, terms[::-1]
 
 
 def _spelled_completion(
@@ -502,7 +521,7 @@ def _spelled_completion(
         state = _walk(g, *state, bytes((b,)), check=True)  # type: ignore[assignment]
         if state is None:
             return None
-    return bytes(data), states, 0
+    return bytes(data), states or [(q, syn)], 0
 
 
 def _spelled_lengths(g: CompiledGrammar, data: bytes) -> list[int]:
