@@ -29,4 +29,5 @@ def model_run_meta(benchmark: str, model: Any, device: Any) -> dict[str, Any]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "model": getattr(model.config, "_name_or_path", None),
+        "linear_routes": plan.to_json() if (plan := getattr(model, "_stencil_linear_plan", None)) else None,
     }

@@ -130,11 +130,15 @@ def load_model(
     name_or_path: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    tune: bool = True,
 ) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)``; no argument gives the bundled default model.
 
     ``device`` defaults to CUDA when available, else CPU; ``dtype`` to bfloat16 (or
-    float16) on CUDA and float32 on CPU.
+    float16) on CUDA and float32 on CPU. ``tune`` (on the CPU): route the few-row matrix
+    products of decoding to the kernel this machine runs fastest
+    (:func:`plugin.linear_kernels.tune_linears`, measured once per machine); a model
+    loaded elsewhere can be given the same with that function.
     """
     from transformers import AutoModelForCausalLM
 
@@ -152,6 +156,10 @@ def load_model(
         raise ModelLoadError(f"cannot load model {str(source)!r}: {_first_line(exc)}") from None
     model.to(dev)
     model.eval()
+    if tune and dev.type == "cpu":
+        from plugin.linear_kernels import tune_linears
+
+        tune_linears(model)
     return model, tokenizer
 
 
