@@ -1,7 +1,9 @@
 """What one target forward costs by the number of tokens it reads: the curve that decides
 how long a speculative draft may be (docs/speculative.md, *How much to draft*).
 
-Two measurements, medians of ``--repeats``:
+Two measurements, medians of ``--repeats``, each with torch's ``linear`` everywhere
+(``linear``) and with the few-row products routed as ``load_model`` routes them on this
+machine (``routed``, ``plugin.linear_kernels``), in the same run:
 - the default model's forward over 1..12 new tokens after ``--cached`` cached tokens,
   scoring every new position (what ``plugin.kv.cache.score`` does for a draft);
 - one matrix product with the model's own weights, by rows: the MLP gate projection
@@ -29,6 +31,7 @@ sys.path.insert(0, str(REPO))
 from run_meta import model_run_meta  # noqa: E402  (bench/run_meta.py)
 
 from plugin.kv.cache import cache_over, extend, layers_of, score  # noqa: E402
+from plugin.linear_kernels import _gemm, tune_linears, untune_linears  # noqa: E402
 from plugin.models import load_model  # noqa: E402
 
 TOKENS = (1, 2, 3, 4, 5, 6, 8, 10, 12)
@@ -70,8 +73,9 @@ def forward_costs(model: Any, ids: list[int], repeats: int) -> dict[int, float]:
 
 
 @torch.inference_mode()
-def matmul_costs(weight: torch.Tensor, repeats: int) -> dict[int, float]:
-    """Median seconds of ``x @ weight.T`` for ``x`` of 1..12 rows."""
+def matmul_costs(weight: torch.Tensor, repeats: int, routed: bool) -> dict[int, float]:
+    """Median seconds of ``x @ weight.T`` for ``x`` of 1..12 rows (``linear``, or the
+    routed kernel ``weight @ x.T``)."""
     out: dict[int, float] = {}
     for rows in ROWS:
         x = torch.randn(rows, weight.shape[1], dtype=weight.dtype, device=weight.device)
@@ -79,7 +83,10 @@ def matmul_costs(weight: torch.Tensor, repeats: int) -> dict[int, float]:
         for _ in range(repeats * 4):
             _synchronize(weight.device)
             t0 = time.perf_counter()
-            torch.nn.functional.linear(x, weight)
+            if routed:
+                _gemm(weight, None, x)
+            else:
+                torch.nn.functional.linear(x, weight)
             _synchronize(weight.device)
             samples.append(time.perf_counter() - t0)
         out[rows] = _median(samples)
@@ -99,19 +106,33 @@ def main() -> int:
     device = next(model.parameters()).device
     text = "def f(x):\n    return x * 2\n" * (args.cached // 8 + 8)
     ids = tokenizer(text, add_special_tokens=False).input_ids[: args.cached + 1]
-    forward_costs(model, ids, 2)  # warm-up
-    forwards = forward_costs(model, ids, args.repeats)
-    gate = matmul_costs(model.model.layers[0].mlp.gate_proj.weight, args.repeats)
-    head = matmul_costs(model.get_output_embeddings().weight, args.repeats)
+    plan = getattr(model, "_stencil_linear_plan", None)
+    forwards: dict[str, dict[int, float]] = {}
+    for kernels in ("linear", "routed"):
+        if kernels == "linear":
+            untune_linears(model)
+        elif device.type == "cpu":
+            plan = tune_linears(model)
+        forward_costs(model, ids, 2)  # warm-up
+        forwards[kernels] = forward_costs(model, ids, args.repeats)
+    gate_w = model.model.layers[0].mlp.gate_proj.weight
+    head_w = model.get_output_embeddings().weight
+    gate = {k: matmul_costs(gate_w, args.repeats, k == "routed") for k in forwards}
+    head = {k: matmul_costs(head_w, args.repeats, k == "routed") for k in forwards}
 
-    one = forwards[1]
+    one = forwards["linear"][1]
     print(f"forward after {len(ids) - 1} cached tokens ({device.type}, {args.threads} threads)")
-    print("| tokens read | ms | × one token |\n|---|---|---|")
-    for n, s in forwards.items():
-        print(f"| {n} | {s * 1e3:.1f} | {s / one:.2f} |")
-    print("\n| rows | MLP gate µs | LM head ms |\n|---|---|---|")
+    print("| tokens read | linear ms | routed ms | routed × linear's one token |\n|---|---|---|---|")
+    for n in TOKENS:
+        lin, rout = forwards["linear"][n], forwards["routed"][n]
+        print(f"| {n} | {lin * 1e3:.1f} | {rout * 1e3:.1f} | {rout / one:.2f} |")
+    print("\n| rows | MLP gate µs: linear / routed | LM head ms: linear / routed |\n|---|---|---|")
     for rows in ROWS:
-        print(f"| {rows} | {gate[rows] * 1e6:.0f} | {head[rows] * 1e3:.2f} |")
+        print(
+            f"| {rows} | {gate['linear'][rows] * 1e6:.0f} / {gate['routed'][rows] * 1e6:.0f} | "
+            f"{head['linear'][rows] * 1e3:.2f} / {head['routed'][rows] * 1e3:.2f} |"
+        )
+    print(f"\nroutes on this machine ({plan.source if plan else 'none'}): {plan.routes if plan else {}}")
 
     tag = "cuda" if device.type == "cuda" else "cpu"
     folder = Path(args.out) if args.out else REPO / "bench" / "results"
@@ -130,7 +151,9 @@ def main() -> int:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(list(forwards), [s * 1e3 for s in forwards.values()], marker="o")
+    for kernels, curve in forwards.items():
+        ax.plot(list(curve), [s * 1e3 for s in curve.values()], marker="o", label=kernels)
+    ax.legend()
     ax.set_xlabel("tokens read by one forward")
     ax.set_ylabel("ms (median)")
     ax.set_title(f"default model forward cost, {tag}, {args.threads} threads")

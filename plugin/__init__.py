@@ -1,6 +1,7 @@
 """Stencil: constrained decoding for PyTorch + Hugging Face transformers.
 
-Public API: :func:`load_model`, :func:`constrained_generate`, :class:`Generation`,
+Public API: :func:`load_model` (and :func:`tune_linears` for a model loaded elsewhere),
+:func:`constrained_generate`, :class:`Generation`,
 :class:`StencilLogitsProcessor`, :class:`EditSession` and :class:`FimSession` (the
 edit-aware KV cache, :mod:`plugin.kv`), the :class:`Matcher` seam, :class:`Vocabulary`,
 and the :class:`StencilError` hierarchy.
@@ -20,6 +21,7 @@ from plugin.errors import (
     VocabularyError,
 )
 from plugin.kv import EditError, EditSession, FimSession
+from plugin.linear_kernels import tune_linears
 from plugin.logits_processor import StencilLogitsProcessor
 from plugin.matcher import CompiledConstraint, Matcher
 from plugin.models import load_model, load_tokenizer
@@ -47,4 +49,5 @@ __all__ = [
     "constrained_generate",
     "load_model",
     "load_tokenizer",
+    "tune_linears",
 ]

@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--speculative",
         metavar="auto|DRAFTERS",
         help="speculative decoding: auto, or drafters joined by commas (constraint, lookup, recycling, "
-        "draft_model); same output, fewer model forwards",
+        "draft_model, layer_skip); same output, fewer model forwards",
     )
     gen.add_argument(
         "--draft-model", metavar="ID|PATH", help="a smaller model sharing the tokenizer, to draft"
