@@ -10,7 +10,7 @@ one process on the same prompts:
   names the schema's tables and columns;
 - ``edit``: rewrite a given Python function (rename it, add a parameter, fix a bug); the
   prompt is the chat turn followed by the assistant's opening fence ``` ```python ```, and
-  ``grammar="python_function"`` (one definition);
+  ``grammar="python_function"`` (one definition) with its default ``stop="function"``;
 - ``free``: HumanEval prompts (``../shared/data/python-problems``; inline ones without
   it) completed with ``grammar="python"`` in completion mode (``prefix=`` the prompt):
   nothing to copy.
@@ -19,7 +19,8 @@ Configurations: ``plain`` (``speculative=None``), each drafter alone (``constrai
 forced tokens; ``lookup``: n-gram context lookup; ``recycling``: Token Recycling;
 ``layer_skip``: the target drafting with the layers of ``--skip-layers`` skipped, SWIFT's
 self-speculation, drafting always, which its own layer choice does not on this model),
-``auto``, and Hugging Face's ``model.generate`` with Stencil's
+``auto``, ``auto_fitted`` (``auto`` with ``fit_cost=True``: drafts sized against the
+measured forward-cost curve), and Hugging Face's ``model.generate`` with Stencil's
 :class:`plugin.StencilLogitsProcessor` for the same constraint: ``hf_plain`` (plain
 greedy) and ``hf_lookup`` (``prompt_lookup_num_tokens=10``, HF's assisted generation).
 An HF configuration that raises is recorded with its error and left out of the table's
@@ -92,6 +93,7 @@ STENCIL_CONFIGS: dict[str, Any] = {
     "recycling": "recycling",
     "layer_skip": SpeculativeConfig(drafters=("layer_skip",), skip_layers=SKIP_LAYERS),
     "auto": "auto",
+    "auto_fitted": SpeculativeConfig(fit_cost=True),  # auto with drafts sized by the cost curve
 }
 HF_CONFIGS = ("hf_plain", "hf_lookup")
 CONFIGS = (*STENCIL_CONFIGS, *HF_CONFIGS)
@@ -112,6 +114,9 @@ class Prompt:
     constraint_kw: dict[str, Any]  # for build_constraint
     prefix: str | None = None  # completion mode: the matcher consumes it first
     constraint: Any = field(default=None, repr=False)
+    # what constrained_generate does by default for the grammar named in constraint_kw,
+    # which a compiled constraint= no longer tells it (python_function: stop="function")
+    stop: str | None = None
 
 
 # ---------------------------------------------------------------------------- prompts
@@ -341,7 +346,7 @@ def build_prompts(tokenizer: Any, tasks: list[str], per_task: int) -> list[Promp
         for name, code, instruction in EDITS[:per_task]:
             text = f"```python\n{code}```\n\n{instruction} Reply with the whole new function only."
             ids = chat_ids(tokenizer, text, "```python\n")
-            prompts.append(Prompt("edit", name, ids, {"grammar": "python_function"}))
+            prompts.append(Prompt("edit", name, ids, {"grammar": "python_function"}, stop="function"))
     if "free" in tasks:
         for task_id, code in human_eval_prompts()[:per_task]:
             ids = list(tokenizer(code).input_ids)
@@ -372,6 +377,8 @@ def run_stencil(model: Any, tokenizer: Any, p: Prompt, config: str, max_new: int
     options: dict[str, Any] = {"constraint": p.constraint}
     if p.prefix is not None:
         options["prefix"] = p.prefix
+    if p.stop is not None:
+        options["stop"] = p.stop
     gen = constrained_generate(
         model,
         tokenizer,

@@ -21,21 +21,16 @@ Prefill (more than :data:`FEW_ROWS` rows) and non-CPU devices are left to ``line
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from plugin.paths import cache_dir
+from plugin.machine_cache import machine_key, read_entry, write_entry
 
 log = logging.getLogger(__name__)
 
@@ -196,30 +191,12 @@ def _time_pass(
 
 # --------------------------------------------------------------------- per-machine cache
 def _plan_key(groups: dict[str, list[torch.nn.Linear]]) -> str:
-    facts = {
-        "cpu": _cpu_identity(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "shapes": sorted(f"{shape}*{len(modules)}" for shape, modules in groups.items()),
-    }
-    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _cpu_identity() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return f"{platform.machine()} {platform.processor()} {os.cpu_count()}"
-    lines = [line for line in text.splitlines() if line.startswith(("model name", "flags"))]
-    return f"{os.cpu_count()} " + " ".join(sorted(set(lines)))
+    return machine_key(shapes=sorted(f"{shape}*{len(modules)}" for shape, modules in groups.items()))
 
 
 def _read_cached(key: str) -> LinearPlan | None:
-    try:
-        entry = json.loads((cache_dir() / _PLAN_FILE).read_text()).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
-    if not isinstance(entry, dict):
+    entry = read_entry(_PLAN_FILE, key)
+    if entry is None:
         return None
     return LinearPlan(
         routes=entry.get("routes", {}), milliseconds=entry.get("milliseconds", {}), source="cache"
@@ -227,18 +204,4 @@ def _read_cached(key: str) -> LinearPlan | None:
 
 
 def _write_cached(key: str, plan: LinearPlan) -> None:
-    path = cache_dir() / _PLAN_FILE
-    try:
-        entries = json.loads(path.read_text()) if path.exists() else {}
-        if not isinstance(entries, dict):
-            entries = {}
-    except (OSError, ValueError):
-        entries = {}
-    entries[key] = {"routes": plan.routes, "milliseconds": plan.milliseconds}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entries, indent=1))
-        os.replace(tmp, path)
-    except OSError as exc:  # a read-only cache only costs the measurement next time
-        log.warning("cannot save the linear plan to %s: %s", path, exc)
+    write_entry(_PLAN_FILE, key, {"routes": plan.routes, "milliseconds": plan.milliseconds})

@@ -29,7 +29,14 @@ from plugin.speculation import SpeculativeConfig
 from plugin.speculation.lookup import ContextLookup
 from tests.exact_distributions import LANGUAGE, chi_square_pvalue, enumerate_language, exact_and_masked
 
-DRAFTER_SETS = ["auto", "lookup", "recycling", "constraint", ["lookup", "recycling"]]
+DRAFTER_SETS = [
+    "auto",
+    "lookup",
+    "recycling",
+    "constraint",
+    ["lookup", "recycling"],
+    SpeculativeConfig(fit_cost=True),  # drafts cut to the measured forward cost
+]
 SCHEMA = {
     "type": "object",
     "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "tags": {"type": "array"}},

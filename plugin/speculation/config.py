@@ -38,6 +38,10 @@ class SpeculativeConfig:
     the context lookup may copy from besides the prompt and the output (the language
     server gives the whole document). ``skip_layers``: the decoder layers the
     ``"layer_skip"`` drafter skips; ``None`` chooses them from the context (SWIFT).
+    ``fit_cost``: keep, of each draft, the nodes most likely to be kept while the
+    expected tokens per forward over the forward's measured cost grows
+    (:mod:`plugin.speculation.forward_cost`; the curve is timed once per machine). Off
+    by default: on the bench machine it did not pay (docs/speculative.md).
     """
 
     drafters: tuple[str, ...] = AUTO_DRAFTERS
@@ -48,6 +52,7 @@ class SpeculativeConfig:
     draft_model: Any = None
     lookup_ids: tuple[int, ...] = field(default=(), repr=False)
     skip_layers: tuple[int, ...] | None = None
+    fit_cost: bool = False
 
     def __post_init__(self) -> None:
         drafters = (self.drafters,) if isinstance(self.drafters, str) else tuple(self.drafters)
@@ -69,6 +74,8 @@ class SpeculativeConfig:
             raise OptionError(
                 "speculative: the 'draft_model' drafter needs draft_model= (a model, id or path)"
             )
+        if not isinstance(self.fit_cost, bool):
+            raise OptionError(f"speculative: fit_cost must be True or False, got {self.fit_cost!r}")
         object.__setattr__(self, "lookup_ids", tuple(self.lookup_ids))
         if self.skip_layers is not None:
             layers = tuple(self.skip_layers) if isinstance(self.skip_layers, list | tuple) else None

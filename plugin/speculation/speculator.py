@@ -42,6 +42,7 @@ import torch
 from plugin.matcher import Layout, Matcher
 from plugin.speculation.config import SpeculativeConfig
 from plugin.speculation.draft_model import DraftModel, Pick, greedy
+from plugin.speculation.forward_cost import fit_to_cost, forward_cost, node_reaches
 from plugin.speculation.layer_skip import CacheView, LayerSkip
 from plugin.speculation.lookup import ContextLookup
 from plugin.speculation.recycling import TokenRecycling, depth_bucket
@@ -139,6 +140,7 @@ class Speculator:
                 raise ValueError("the layer_skip drafter needs the decode loop's cache view")
             self.layer_skip = LayerSkip(model, view, config.skip_layers)
         self.verdicts = verdicts_for(model)
+        self.cost = forward_cost(model) if config.fit_cost else None
         self.drafted = dict.fromkeys(self.enabled, 0)
         self.accepted = dict.fromkeys(self.enabled, 0)
         self.failures: dict[str, str] = {}
@@ -204,7 +206,20 @@ class Speculator:
                 # ``room`` nodes when the first pass added some (measured as it is)
                 room = cheap - len(tree)
                 self._guarded("recycling", lambda: self._recycle(last, tree, tip, room, CHEAP_FLOOR))
-        return self._cut(tree, matcher, ends)
+        kept = self._cut(tree, matcher, ends)
+        if self.cost is None:
+            return kept
+        return fit_to_cost(kept, node_reaches(kept, self._node_rate(kept)), self.cost.relative)
+
+    def _node_rate(self, tree: DraftTree) -> Callable[[int], float]:
+        """Node ``i``'s predicted chance of being the target's choice once its parent
+        is reached (1 for a forced token)."""
+
+        def rate(i: int) -> float:
+            source, feature = tree.sources[i], tree.features[i]
+            return 1.0 if source == "constraint" and not feature else self._rate(source, feature)
+
+        return rate
 
     def _follow(self, probe: Matcher, tree: DraftTree, start: int) -> bool:
         """Advance ``probe`` over the chain's nodes from ``start``; at the first one the
