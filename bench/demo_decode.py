@@ -103,10 +103,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--tag", default="", help="suffix of the results file")
     parser.add_argument("--cold", action="store_true", help="empty constraint caches on disk (a fresh clone)")
+    parser.add_argument(
+        "--linear", action="store_true", help="torch's linear everywhere (load_model(tune=False))"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer = load_model(None)
+    model, tokenizer = load_model(None, tune=not args.linear)
     freeze_loaded_heap()  # as `stencil demo` does
     cold = tempfile.TemporaryDirectory(prefix="stencil-cold-") if args.cold else None
     if cold is not None:
@@ -132,6 +135,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "max_new_tokens": args.max_new_tokens,
         "cold_constraint_caches": args.cold,
+        "linear_routes": plan.to_json() if (plan := getattr(model, "_stencil_linear_plan", None)) else None,
     }
     out.write_text(json.dumps({"meta": meta, "cases": results}, indent=2) + "\n")
     print(f"wrote {out}")

@@ -19,8 +19,8 @@ Configurations: ``plain`` (``speculative=None``), each drafter alone (``constrai
 forced tokens; ``lookup``: n-gram context lookup; ``recycling``: Token Recycling;
 ``layer_skip``: the target drafting with the layers of ``--skip-layers`` skipped, SWIFT's
 self-speculation, drafting always, which its own layer choice does not on this model),
-``auto``, ``auto_fitted`` (``auto`` with ``fit_cost=True``: drafts sized against the
-measured forward-cost curve), and Hugging Face's ``model.generate`` with Stencil's
+``auto``, ``auto_unfitted`` (``auto`` with ``fit_cost=False``: drafts not sized against
+the measured forward-cost curve), and Hugging Face's ``model.generate`` with Stencil's
 :class:`plugin.StencilLogitsProcessor` for the same constraint: ``hf_plain`` (plain
 greedy) and ``hf_lookup`` (``prompt_lookup_num_tokens=10``, HF's assisted generation).
 An HF configuration that raises is recorded with its error and left out of the table's
@@ -93,7 +93,7 @@ STENCIL_CONFIGS: dict[str, Any] = {
     "recycling": "recycling",
     "layer_skip": SpeculativeConfig(drafters=("layer_skip",), skip_layers=SKIP_LAYERS),
     "auto": "auto",
-    "auto_fitted": SpeculativeConfig(fit_cost=True),  # auto with drafts sized by the cost curve
+    "auto_unfitted": SpeculativeConfig(fit_cost=False),  # auto without sizing drafts by the cost curve
 }
 HF_CONFIGS = ("hf_plain", "hf_lookup")
 CONFIGS = (*STENCIL_CONFIGS, *HF_CONFIGS)

@@ -75,6 +75,12 @@ class Engine:
                 if progress is not None:
                     progress(f"loading model {self.settings.model or 'SmolLM2-135M (bundled)'}")
                 self._model = load_model(self.settings.model, device=self.settings.device)
+                if self.settings.speculative not in (None, "off"):
+                    from plugin.speculation.forward_cost import forward_cost
+
+                    if progress is not None:
+                        progress("timing the model's forwards (once per machine)")
+                    forward_cost(self._model[0])  # sizes drafts; read from disk after the first time
                 freeze_loaded_heap()  # a long-lived server: see plugin.gc_pause
                 self._loaded_for = wanted
             return self._model

@@ -35,7 +35,7 @@ DRAFTER_SETS = [
     "recycling",
     "constraint",
     ["lookup", "recycling"],
-    SpeculativeConfig(fit_cost=True),  # drafts cut to the measured forward cost
+    SpeculativeConfig(fit_cost=False),  # drafts not cut to the measured forward cost
 ]
 SCHEMA = {
     "type": "object",
@@ -95,7 +95,7 @@ def test_a_draft_model_sharing_the_vocabulary_drafts_losslessly(
 ):
     prompt = "alpha beta gamma alpha beta"
     config = SpeculativeConfig(
-        drafters=("constraint", "draft_model"), draft_model=sharp_tiny_model, max_draft=4
+        drafters=("constraint", "draft_model"), draft_model=sharp_tiny_model, max_draft=4, fit_cost=False
     )
     plain, fast = _same(
         tiny_model, default_tokenizer, prompt, config, regex=r"[a-z ]{1,40}\.", max_new_tokens=24
@@ -103,7 +103,9 @@ def test_a_draft_model_sharing_the_vocabulary_drafts_losslessly(
     assert fast.token_ids == plain.token_ids
     assert fast.stats["speculative"]["per_drafter"]["draft_model"]["drafted"] > 0
     # the tiny model drafting for itself is always right
-    self_config = SpeculativeConfig(drafters=("draft_model",), draft_model=tiny_model, max_draft=6)
+    self_config = SpeculativeConfig(
+        drafters=("draft_model",), draft_model=tiny_model, max_draft=6, fit_cost=False
+    )
     again = constrained_generate(
         tiny_model, default_tokenizer, prompt, speculative=self_config, max_new_tokens=24
     )
@@ -218,7 +220,9 @@ def test_sampled_speculation_follows_masked_decoding_exactly(sharp_tiny_model, d
     runs = 1500
     counts: Counter = Counter()
     drafted = accepted = 0
-    config = SpeculativeConfig(drafters=("lookup", "recycling"), ngram=1, stop_threshold=1.0, max_draft=4)
+    config = SpeculativeConfig(
+        drafters=("lookup", "recycling"), ngram=1, stop_threshold=1.0, max_draft=4, fit_cost=False
+    )
     for seed in range(runs):
         gen = constrained_generate(
             sharp_tiny_model,
@@ -395,7 +399,7 @@ def test_end_when_ends_at_the_token_and_no_draft_runs_past_it(default_model, mon
         return tree
 
     monkeypatch.setattr(Speculator, "draft", recording)
-    eager = SpeculativeConfig(drafters=("lookup",), stop_threshold=1.0)  # drafts up to max_draft
+    eager = SpeculativeConfig(drafters=("lookup",), stop_threshold=1.0, fit_cost=False)  # up to max_draft
     for speculative in (None, "auto", eager):
         gen = constrained_generate(
             model,
@@ -430,7 +434,7 @@ def test_small_drafts_take_cheap_recycled_candidates_and_counts_outlive_a_genera
         pass
 
     model = Model()
-    config = SpeculativeConfig(drafters=("recycling",))
+    config = SpeculativeConfig(drafters=("recycling",), fit_cost=False)
     speculator = Speculator(config, model, vocab_size=16, stop_ids=frozenset(), prompt_ids=[1, 2])
     table = speculator.recycling.table
     table[5, 0], table[6, 0], table[7, 0], table[8, 0] = 6, 7, 8, 9
