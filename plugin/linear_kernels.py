@@ -6,7 +6,8 @@ those shapes on a slow path: on the 2-core AMD EPYC (AVX-512) of the benches, MK
 the default model's weights at about 10 GB/s for one row and once per row for two or
 three rows, while the same product written as ``weight @ x.T`` (one row padded to two)
 is a small-N GEMM that reads them once at about 29 GB/s. A forward over one token of the
-default model went from 74 to 39 ms, over four tokens from 99 to 55 ms. On other CPUs
+default model went from 74-86 to 34-35 ms (two runs), over four tokens from 99-114 to
+47-52 ms (``bench/forward_cost.py``). On other CPUs
 ``linear`` is as fast or faster. So nothing is assumed: :func:`tune_linears` times both
 kernels on the model's own weights (grouped by shape, one row and four rows, each group
 read from memory as a forward reads it) and routes a module's few-row calls to the GEMM
@@ -143,7 +144,7 @@ class _RoutedForward:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         m = self.module
         rows = x.numel() // x.shape[-1] if x.dim() else 0
-        if (rows == 1 and self.one) or (1 < rows <= FEW_ROWS and self.few):
+        if ((rows == 1 and self.one) or (1 < rows <= FEW_ROWS and self.few)) and m.weight.is_cpu:
             return _gemm(m.weight, m.bias, x)
         return F.linear(x, m.weight, m.bias)
 

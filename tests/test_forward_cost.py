@@ -90,3 +90,13 @@ def test_the_curve_is_measured_once_per_machine_then_read(tiny_model, tmp_path, 
 def test_fit_cost_must_be_a_bool():
     with pytest.raises(OptionError, match="fit_cost"):
         SpeculativeConfig(fit_cost="yes")
+
+
+def test_a_model_whose_forwards_cannot_be_timed_drafts_unfitted():
+    from plugin.speculation.speculator import Speculator
+
+    class Model:  # no parameters, no config: timing it fails
+        pass
+
+    speculator = Speculator(SpeculativeConfig(drafters=("recycling",)), Model(), 16, frozenset(), [1, 2])
+    assert speculator.cost is None and "fit_cost" in speculator.failures

@@ -104,7 +104,8 @@ def _measure(model: Any) -> ForwardCost:
     start = time.perf_counter()
     device = next(model.parameters()).device
     vocab = int(model.config.vocab_size)
-    context = [(1000 + i) % vocab for i in range(CONTEXT)]
+    longest = getattr(model.config, "max_position_embeddings", None) or CONTEXT + MAX_ROWS
+    context = [(1000 + i) % vocab for i in range(max(1, min(CONTEXT, longest - MAX_ROWS)))]
     cache = DynamicCache()
     extend(model, cache, context)
     keys, values = layers_of(cache)
@@ -113,7 +114,7 @@ def _measure(model: Any) -> ForwardCost:
         new = [(2000 + i) % vocab for i in range(rows)]
         samples = []
         for attempt in range(_TIMED + 1):
-            fresh = cache_over(keys, values, CONTEXT)
+            fresh = cache_over(keys, values, len(context))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t = time.perf_counter()

@@ -42,7 +42,7 @@ import torch
 from plugin.matcher import Layout, Matcher
 from plugin.speculation.config import SpeculativeConfig
 from plugin.speculation.draft_model import DraftModel, Pick, greedy
-from plugin.speculation.forward_cost import fit_to_cost, forward_cost, node_reaches
+from plugin.speculation.forward_cost import ForwardCost, fit_to_cost, forward_cost, node_reaches
 from plugin.speculation.layer_skip import CacheView, LayerSkip
 from plugin.speculation.lookup import ContextLookup
 from plugin.speculation.recycling import TokenRecycling, depth_bucket
@@ -140,10 +140,15 @@ class Speculator:
                 raise ValueError("the layer_skip drafter needs the decode loop's cache view")
             self.layer_skip = LayerSkip(model, view, config.skip_layers)
         self.verdicts = verdicts_for(model)
-        self.cost = forward_cost(model) if config.fit_cost else None
         self.drafted = dict.fromkeys(self.enabled, 0)
         self.accepted = dict.fromkeys(self.enabled, 0)
         self.failures: dict[str, str] = {}
+        self.cost: ForwardCost | None = None
+        if config.fit_cost:
+            try:
+                self.cost = forward_cost(model)
+            except Exception as exc:  # drafts go unfitted; the output never depends on it
+                self.failures["fit_cost"] = f"{type(exc).__name__}: {exc}"
         self.forwards = 0
         self.scored = 0
 
