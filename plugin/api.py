@@ -352,7 +352,8 @@ def constrained_generate(
         return gen
     # python_function is one function, and a Python completion right after a def line is
     # its body: both end with the function unless stop= says otherwise
-    stop = options.get("stop", "function" if _one_function(grammar, prefix) else None)
+    named = grammar if grammar is not None else _builtin_name(options.get("constraint"))
+    stop = options.get("stop", "function" if _one_function(named, prefix) else None)
     rule = stop_rule(stop, prefix)
     result = decode(
         model,
@@ -383,6 +384,17 @@ def constrained_generate(
     if isinstance(constraint, MonitoredConstraint):
         stats["monitors"] = constraint.stats()
     return Generation(text, result.token_ids, result.finish_reason, valid, stats)
+
+
+def _builtin_name(constraint: Any) -> str | None:
+    """The built-in grammar a compiled ``constraint=`` was made from (its defaults, such
+    as ``python_function``'s ``stop="function"``, follow it), else None."""
+    from grammars.cfg import CompiledGrammar
+    from grammars.lark_compile import BUILTINS
+
+    if isinstance(constraint, CompiledGrammar) and constraint.name in BUILTINS:
+        return constraint.name
+    return None
 
 
 def _one_function(grammar: Any, prefix: str | None) -> bool:

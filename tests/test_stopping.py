@@ -135,6 +135,24 @@ def test_default_model_completion_after_a_def_line_ends_with_the_function(defaul
     assert "\n" not in line.text.strip("\n") and line.finish_reason == "stop", line.text
 
 
+@pytest.mark.default_model
+def test_a_compiled_builtin_grammar_keeps_its_default_stop(default_model) -> None:
+    """``constraint=`` compiled from ``"python_function"`` ends with the function as
+    ``grammar="python_function"`` does (the bench compiles once and passed it so)."""
+    import grammars
+    from plugin.api import _builtin_name, constrained_generate
+
+    model, tokenizer = default_model
+    prompt = "Write a Python function that returns the area of a rectangle.\n\n"
+    named = constrained_generate(model, tokenizer, prompt, grammar="python_function", max_new_tokens=80)
+    compiled = grammars.compile("python_function", tokenizer)
+    given = constrained_generate(model, tokenizer, prompt, constraint=compiled, max_new_tokens=80)
+    assert given.text == named.text and given.token_ids == named.token_ids
+    assert given.stats.get("stopped_by") == named.stats.get("stopped_by") == "function"
+    assert _builtin_name(compiled) == "python_function"
+    assert _builtin_name(grammars.compile('start: "a"', tokenizer)) is None
+
+
 def test_stop_is_refused_with_smc(tiny_model, default_tokenizer) -> None:
     from plugin.api import constrained_generate
 
