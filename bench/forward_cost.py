@@ -30,9 +30,9 @@ sys.path.insert(0, str(REPO))
 
 from run_meta import model_run_meta  # noqa: E402  (bench/run_meta.py)
 
-from plugin.kv.cache import cache_over, extend, layers_of, score  # noqa: E402
 from plugin.linear_kernels import _gemm, tune_linears, untune_linears  # noqa: E402
 from plugin.models import load_model  # noqa: E402
+from plugin.speculation.forward_cost import forward_cost, time_forwards  # noqa: E402
 
 TOKENS = (1, 2, 3, 4, 5, 6, 8, 10, 12)
 ROWS = (1, 2, 3, 4, 5, 6, 8, 12)
@@ -48,28 +48,9 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.inference_mode()
 def forward_costs(model: Any, ids: list[int], repeats: int) -> dict[int, float]:
     """Median seconds of a forward over ``n`` new tokens after ``ids[:-1]`` cached."""
-    from transformers import DynamicCache
-
-    device = next(model.parameters()).device
-    cache = DynamicCache()
-    extend(model, cache, ids[:-1])
-    keys, values = layers_of(cache)
-    out: dict[int, float] = {}
-    for n in TOKENS:
-        new = ids[-1:] + [100 + i for i in range(n - 1)]
-        samples = []
-        for _ in range(repeats):
-            fresh = cache_over(keys, values, len(ids) - 1)
-            _synchronize(device)
-            t0 = time.perf_counter()
-            score(model, fresh, new, n)
-            _synchronize(device)
-            samples.append(time.perf_counter() - t0)
-        out[n] = _median(samples)
-    return out
+    return time_forwards(model, ids[:-1], TOKENS, repeats)
 
 
 @torch.inference_mode()
@@ -133,6 +114,16 @@ def main() -> int:
             f"{head['linear'][rows] * 1e3:.2f} / {head['routed'][rows] * 1e3:.2f} |"
         )
     print(f"\nroutes on this machine ({plan.source if plan else 'none'}): {plan.routes if plan else {}}")
+    # what a fresh machine pays once (both are then read from $STENCIL_CACHE)
+    t0 = time.perf_counter()
+    tune_linears(model, use_cache=False)
+    tune_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    forward_cost(model, use_cache=False)
+    curve_seconds = time.perf_counter() - t0
+    print(
+        f"one-time measurements: linear routes {tune_seconds:.2f} s, forward-cost curve {curve_seconds:.2f} s"
+    )
 
     tag = "cuda" if device.type == "cuda" else "cpu"
     folder = Path(args.out) if args.out else REPO / "bench" / "results"
@@ -143,6 +134,7 @@ def main() -> int:
         "forward_seconds": forwards,
         "gate_seconds": gate,
         "lm_head_seconds": head,
+        "one_time_seconds": {"linear_routes": tune_seconds, "forward_cost_curve": curve_seconds},
     }
     out.write_text(json.dumps(payload, indent=2))
     import matplotlib

@@ -114,9 +114,6 @@ class Prompt:
     constraint_kw: dict[str, Any]  # for build_constraint
     prefix: str | None = None  # completion mode: the matcher consumes it first
     constraint: Any = field(default=None, repr=False)
-    # what constrained_generate does by default for the grammar named in constraint_kw,
-    # which a compiled constraint= no longer tells it (python_function: stop="function")
-    stop: str | None = None
 
 
 # ---------------------------------------------------------------------------- prompts
@@ -346,7 +343,7 @@ def build_prompts(tokenizer: Any, tasks: list[str], per_task: int) -> list[Promp
         for name, code, instruction in EDITS[:per_task]:
             text = f"```python\n{code}```\n\n{instruction} Reply with the whole new function only."
             ids = chat_ids(tokenizer, text, "```python\n")
-            prompts.append(Prompt("edit", name, ids, {"grammar": "python_function"}, stop="function"))
+            prompts.append(Prompt("edit", name, ids, {"grammar": "python_function"}))
     if "free" in tasks:
         for task_id, code in human_eval_prompts()[:per_task]:
             ids = list(tokenizer(code).input_ids)
@@ -377,8 +374,6 @@ def run_stencil(model: Any, tokenizer: Any, p: Prompt, config: str, max_new: int
     options: dict[str, Any] = {"constraint": p.constraint}
     if p.prefix is not None:
         options["prefix"] = p.prefix
-    if p.stop is not None:
-        options["stop"] = p.stop
     gen = constrained_generate(
         model,
         tokenizer,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +54,9 @@ class ForwardCost:
 
 
 def forward_cost(model: Any, *, use_cache: bool = True) -> ForwardCost:
-    """The measured curve of ``model`` on this machine (per process, then per machine)."""
-    found = _MEMO.get(model)
+    """The measured curve of ``model`` on this machine (per process, then per machine;
+    ``use_cache=False`` measures again)."""
+    found = _MEMO.get(model) if use_cache else None
     if found is not None:
         return found
     key = _key(model)
@@ -95,37 +96,49 @@ def _key(model: Any) -> str:
     )
 
 
-@torch.inference_mode()
 def _measure(model: Any) -> ForwardCost:
+    start = time.perf_counter()
+    vocab = int(model.config.vocab_size)
+    longest = getattr(model.config, "max_position_embeddings", None) or CONTEXT + MAX_ROWS
+    context = [(1000 + i) % vocab for i in range(max(1, min(CONTEXT, longest - MAX_ROWS)))]
+    seconds = time_forwards(model, context, range(1, MAX_ROWS + 1), _TIMED, warm=1)
+    log.info("timed forwards over 1..%d tokens in %.1fs", MAX_ROWS, time.perf_counter() - start)
+    return ForwardCost(tuple(seconds[n] for n in range(1, MAX_ROWS + 1)))
+
+
+@torch.inference_mode()
+def time_forwards(
+    model: Any, context: Sequence[int], sizes: Iterable[int], repeats: int, warm: int = 0
+) -> dict[int, float]:
+    """Median seconds of a forward over ``n`` new tokens after ``context`` cached, every
+    new position scored (what a draft's verification does), for each ``n`` in ``sizes``;
+    ``warm`` untimed forwards per size first. Each forward reads a fresh view of the
+    same cache (``bench/forward_cost.py`` uses this too)."""
     from transformers import DynamicCache
 
     from plugin.kv.cache import cache_over, extend, layers_of, score
 
-    start = time.perf_counter()
     device = next(model.parameters()).device
     vocab = int(model.config.vocab_size)
-    longest = getattr(model.config, "max_position_embeddings", None) or CONTEXT + MAX_ROWS
-    context = [(1000 + i) % vocab for i in range(max(1, min(CONTEXT, longest - MAX_ROWS)))]
     cache = DynamicCache()
-    extend(model, cache, context)
+    extend(model, cache, list(context))
     keys, values = layers_of(cache)
-    seconds: list[float] = []
-    for rows in range(1, MAX_ROWS + 1):
-        new = [(2000 + i) % vocab for i in range(rows)]
+    out: dict[int, float] = {}
+    for n in sizes:
+        new = [(2000 + i) % vocab for i in range(n)]
         samples = []
-        for attempt in range(_TIMED + 1):
+        for attempt in range(warm + repeats):
             fresh = cache_over(keys, values, len(context))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t = time.perf_counter()
-            score(model, fresh, new, rows)
+            score(model, fresh, new, n)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            if attempt:
+            if attempt >= warm:
                 samples.append(time.perf_counter() - t)
-        seconds.append(sorted(samples)[len(samples) // 2])
-    log.info("timed forwards over 1..%d tokens in %.1fs", MAX_ROWS, time.perf_counter() - start)
-    return ForwardCost(tuple(seconds))
+        out[n] = sorted(samples)[len(samples) // 2]
+    return out
 
 
 # ------------------------------------------------------------------ sizing a draft
