@@ -6,14 +6,14 @@ those shapes on a slow path: on the 2-core AMD EPYC (AVX-512) of the benches, MK
 the default model's weights at about 10 GB/s for one row and once per row for two or
 three rows, while the same product written as ``weight @ x.T`` (one row padded to two)
 is a small-N GEMM that reads them once at about 29 GB/s. A forward over one token of the
-default model went from 74-86 to 34-35 ms (two runs), over four tokens from 99-114 to
-47-52 ms (``bench/forward_cost.py``). On other CPUs
+default model went from 86 to 35 ms in one run of ``bench/forward_cost.py`` and from 65
+to 55 ms in a later one. On other CPUs
 ``linear`` is as fast or faster. So nothing is assumed: :func:`tune_linears` times both
 kernels on the model's own weights (grouped by shape, one row and four rows, each group
 read from memory as a forward reads it) and routes a module's few-row calls to the GEMM
 only where it wins by :data:`MIN_GAIN`. The choice depends on the machine, torch and
 thread count, not on the weights' values, so it is kept in ``$STENCIL_CACHE/linear-plan.json``
-and a fresh process pays the measurement (about a second) once per machine.
+and a fresh process pays the measurement (0.8 s on the default model) once per machine.
 
 The routed product sums in another order than ``linear``, so logits can differ in the
 last bits, as they already do between one-row and many-row calls of ``linear``.

@@ -41,7 +41,7 @@ class SpeculativeConfig:
     ``fit_cost``: keep, of each draft, the nodes most likely to be kept while the
     expected tokens per forward over the forward's measured cost grows
     (:mod:`plugin.speculation.forward_cost`; the curve is timed once per machine, about
-    three seconds on the default model on two cores, then read from disk).
+    6 s on the default model on two cores, then read from disk).
     """
 
     drafters: tuple[str, ...] = AUTO_DRAFTERS

@@ -7,7 +7,7 @@ forward over 4 tokens cost 1.6 forwards over one and grew smoothly after; on ano
 2.3, a step that a draft of 4 nodes pays for nothing. Speculation that sizes drafts by
 predicted acceptance alone loses there what it wins on the first machine, so the
 speculator keeps the nodes most likely to be kept while the expected tokens per unit of
-measured cost grows. The measurement (about three seconds on the default model on two
+measured cost grows. The measurement (about 6 s on the default model on two
 cores: forwards over 1..:data:`MAX_ROWS` tokens after :data:`CONTEXT` cached ones) is
 kept per machine, model shape and kernel routes in ``$STENCIL_CACHE/forward-cost.json``
 and per model for the process.
