@@ -1,13 +1,17 @@
 """What one target forward costs by the number of tokens it reads: the curve that decides
 how long a speculative draft may be (docs/speculative.md, *How much to draft*).
 
-Two measurements, medians of ``--repeats``, each with torch's ``linear`` everywhere
-(``linear``) and with the few-row products routed as ``load_model`` routes them on this
-machine (``routed``, ``plugin.linear_kernels``), in the same run:
-- the default model's forward over 1..12 new tokens after ``--cached`` cached tokens,
-  scoring every new position (what ``plugin.kv.cache.score`` does for a draft);
-- one matrix product with the model's own weights, by rows: the MLP gate projection
-  and the LM head (where the CPU's BLAS changes kernels, the curve steps).
+Two measurements, medians of ``--repeats``, in the same run:
+- the default model's forward over 1..16 new tokens after ``--cached`` cached tokens,
+  scoring every new position (what ``plugin.kv.cache.score`` does for a draft), with
+  torch's ``linear`` everywhere (``linear``), with the few-row products routed to
+  ``linear`` or ``weight @ x.T`` only (``gemm``, the routes before oneDNN's reordered
+  weights were a choice) and routed as ``load_model`` routes them on this machine
+  (``routed``, ``plugin.linear_kernels``); the three are timed in rotation, one forward
+  of each per size per round, so a machine whose speed drifts drifts for all three;
+- one matrix product with the model's own weights, by rows and kernel (``linear``,
+  ``gemm``, ``packed``): the MLP gate projection and the LM head (where the CPU's BLAS
+  changes kernels, the curve steps).
 
     .venv/bin/python bench/forward_cost.py [--cached 300] [--repeats 15] [--threads 2] [--out DIR]
 
@@ -30,12 +34,20 @@ sys.path.insert(0, str(REPO))
 
 from run_meta import model_run_meta  # noqa: E402  (bench/run_meta.py)
 
-from plugin.linear_kernels import _gemm, tune_linears, untune_linears  # noqa: E402
+from plugin.linear_kernels import (  # noqa: E402
+    _gemm,
+    _pack,
+    _packed,
+    _packed_unavailable,
+    tune_linears,
+    untune_linears,
+)
 from plugin.models import load_model  # noqa: E402
 from plugin.speculation.forward_cost import forward_cost, time_forwards  # noqa: E402
 
-TOKENS = (1, 2, 3, 4, 5, 6, 8, 10, 12)
-ROWS = (1, 2, 3, 4, 5, 6, 8, 12)
+TOKENS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)
+ROWS = (1, 2, 3, 4, 5, 6, 8, 12, 16)
+SETTINGS = ("linear", "gemm", "routed")
 
 
 def _median(samples: list[float]) -> float:
@@ -48,15 +60,33 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def forward_costs(model: Any, ids: list[int], repeats: int) -> dict[int, float]:
-    """Median seconds of a forward over ``n`` new tokens after ``ids[:-1]`` cached."""
-    return time_forwards(model, ids[:-1], TOKENS, repeats)
+def _use(model: Any, setting: str) -> None:
+    """Install ``setting``'s routes (both tuned plans are read from the machine's cache
+    after their first measurement)."""
+    if setting == "linear":
+        untune_linears(model)
+    else:
+        tune_linears(model, kernels=("gemm",) if setting == "gemm" else ("gemm", "packed"))
+
+
+def forward_costs(
+    model: Any, ids: list[int], repeats: int, settings: list[str]
+) -> dict[str, dict[int, float]]:
+    """Median seconds of a forward over ``n`` new tokens after ``ids[:-1]`` cached, per
+    setting, timed in rotation (one forward per size, setting and round)."""
+    samples: dict[str, dict[int, list[float]]] = {s: {n: [] for n in TOKENS} for s in settings}
+    for _ in range(repeats):
+        for setting in settings:
+            _use(model, setting)
+            for n, seconds in time_forwards(model, ids[:-1], TOKENS, 1, warm=1).items():
+                samples[setting][n].append(seconds)
+    return {s: {n: _median(v) for n, v in by_n.items()} for s, by_n in samples.items()}
 
 
 @torch.inference_mode()
-def matmul_costs(weight: torch.Tensor, repeats: int, routed: bool) -> dict[int, float]:
-    """Median seconds of ``x @ weight.T`` for ``x`` of 1..12 rows (``linear``, or the
-    routed kernel ``weight @ x.T``)."""
+def matmul_costs(weight: torch.Tensor, repeats: int, kernel: str) -> dict[int, float]:
+    """Median seconds of ``x @ weight.T`` for ``x`` of 1..16 rows by ``kernel``."""
+    packed = _pack(weight) if kernel == "packed" else None
     out: dict[int, float] = {}
     for rows in ROWS:
         x = torch.randn(rows, weight.shape[1], dtype=weight.dtype, device=weight.device)
@@ -64,8 +94,10 @@ def matmul_costs(weight: torch.Tensor, repeats: int, routed: bool) -> dict[int, 
         for _ in range(repeats * 4):
             _synchronize(weight.device)
             t0 = time.perf_counter()
-            if routed:
+            if kernel == "gemm":
                 _gemm(weight, None, x)
+            elif packed is not None:
+                _packed(packed, None, x)
             else:
                 torch.nn.functional.linear(x, weight)
             _synchronize(weight.device)
@@ -87,32 +119,36 @@ def main() -> int:
     device = next(model.parameters()).device
     text = "def f(x):\n    return x * 2\n" * (args.cached // 8 + 8)
     ids = tokenizer(text, add_special_tokens=False).input_ids[: args.cached + 1]
+    settings = list(SETTINGS) if device.type == "cpu" else ["linear"]
+    for setting in settings:  # measure (or read) each plan, and warm up
+        _use(model, setting)
+        time_forwards(model, ids[:-1], TOKENS, 1)
+    forwards = forward_costs(model, ids, args.repeats, settings)
+    _use(model, "routed" if device.type == "cpu" else "linear")
     plan = getattr(model, "_stencil_linear_plan", None)
-    forwards: dict[str, dict[int, float]] = {}
-    for kernels in ("linear", "routed"):
-        if kernels == "linear":
-            untune_linears(model)
-        elif device.type == "cpu":
-            plan = tune_linears(model)
-        forward_costs(model, ids, 2)  # warm-up
-        forwards[kernels] = forward_costs(model, ids, args.repeats)
+    kernels = ["linear", "gemm"] + (["packed"] if _packed_unavailable() is None else [])
+    if device.type != "cpu":
+        kernels = ["linear"]
     gate_w = model.model.layers[0].mlp.gate_proj.weight
     head_w = model.get_output_embeddings().weight
-    gate = {k: matmul_costs(gate_w, args.repeats, k == "routed") for k in forwards}
-    head = {k: matmul_costs(head_w, args.repeats, k == "routed") for k in forwards}
+    gate = {k: matmul_costs(gate_w, args.repeats, k) for k in kernels}
+    head = {k: matmul_costs(head_w, args.repeats, k) for k in kernels}
 
-    one = forwards["linear"][1]
+    one = forwards[settings[-1]][1]
     print(f"forward after {len(ids) - 1} cached tokens ({device.type}, {args.threads} threads)")
-    print("| tokens read | linear ms | routed ms | routed × linear's one token |\n|---|---|---|---|")
+    print(
+        "| tokens read | " + " | ".join(f"{s} ms" for s in settings) + f" | {settings[-1]} × its one token |"
+    )
+    print("|---" * (len(settings) + 2) + "|")
     for n in TOKENS:
-        lin, rout = forwards["linear"][n], forwards["routed"][n]
-        print(f"| {n} | {lin * 1e3:.1f} | {rout * 1e3:.1f} | {rout / one:.2f} |")
-    print("\n| rows | MLP gate µs: linear / routed | LM head ms: linear / routed |\n|---|---|---|")
+        cells = " | ".join(f"{forwards[s][n] * 1e3:.1f}" for s in settings)
+        print(f"| {n} | {cells} | {forwards[settings[-1]][n] / one:.2f} |")
+    names = " / ".join(kernels)
+    print(f"\n| rows | MLP gate µs: {names} | LM head ms: {names} |\n|---|---|---|")
     for rows in ROWS:
-        print(
-            f"| {rows} | {gate['linear'][rows] * 1e6:.0f} / {gate['routed'][rows] * 1e6:.0f} | "
-            f"{head['linear'][rows] * 1e3:.2f} / {head['routed'][rows] * 1e3:.2f} |"
-        )
+        g = " / ".join(f"{gate[k][rows] * 1e6:.0f}" for k in kernels)
+        h = " / ".join(f"{head[k][rows] * 1e3:.2f}" for k in kernels)
+        print(f"| {rows} | {g} | {h} |")
     print(f"\nroutes on this machine ({plan.source if plan else 'none'}): {plan.routes if plan else {}}")
     # what a fresh machine pays once (both are then read from $STENCIL_CACHE)
     t0 = time.perf_counter()
@@ -135,6 +171,7 @@ def main() -> int:
         "gate_seconds": gate,
         "lm_head_seconds": head,
         "one_time_seconds": {"linear_routes": tune_seconds, "forward_cost_curve": curve_seconds},
+        "routes": plan.to_json() if plan else None,
     }
     out.write_text(json.dumps(payload, indent=2))
     import matplotlib
