@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 MAX_ROWS = 16
 """Forwards over up to this many tokens are timed; longer ones are extrapolated."""
 CONTEXT = 256  # cached tokens before the timed forwards (a prompt and some output)
-_TIMED = 3  # timed forwards per size (the median counts), after one untimed
+_TIMED = 5  # timed rounds over every size (the median counts), after one untimed
 _FILE = "forward-cost.json"
+_METHOD = 2  # 1: each size timed three times in a row (a drifting machine bent the curve)
 _MEMO: weakref.WeakKeyDictionary[Any, ForwardCost] = weakref.WeakKeyDictionary()
 
 
@@ -93,6 +94,7 @@ def _key(model: Any) -> str:
         dtype=str(parameter.dtype),
         device=str(parameter.device),
         routes=plan.routes if plan is not None else None,
+        method=_METHOD,
     )
 
 
@@ -112,8 +114,10 @@ def time_forwards(
 ) -> dict[int, float]:
     """Median seconds of a forward over ``n`` new tokens after ``context`` cached, every
     new position scored (what a draft's verification does), for each ``n`` in ``sizes``;
-    ``warm`` untimed forwards per size first. Each forward reads a fresh view of the
-    same cache (``bench/forward_cost.py`` uses this too)."""
+    ``warm`` untimed rounds first. The sizes are timed in rotation (one forward of each
+    per round), so a machine whose speed drifts during the measurement drifts for every
+    size alike instead of bending the curve. Each forward reads a fresh view of the same
+    cache (``bench/forward_cost.py`` uses this too)."""
     from transformers import DynamicCache
 
     from plugin.kv.cache import cache_over, extend, layers_of, score
@@ -123,11 +127,11 @@ def time_forwards(
     cache = DynamicCache()
     extend(model, cache, list(context))
     keys, values = layers_of(cache)
-    out: dict[int, float] = {}
-    for n in sizes:
-        new = [(2000 + i) % vocab for i in range(n)]
-        samples = []
-        for attempt in range(warm + repeats):
+    sizes = list(sizes)
+    samples: dict[int, list[float]] = {n: [] for n in sizes}
+    for attempt in range(warm + repeats):
+        for n in sizes:
+            new = [(2000 + i) % vocab for i in range(n)]
             fresh = cache_over(keys, values, len(context))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -136,9 +140,8 @@ def time_forwards(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if attempt >= warm:
-                samples.append(time.perf_counter() - t)
-        out[n] = sorted(samples)[len(samples) // 2]
-    return out
+                samples[n].append(time.perf_counter() - t)
+    return {n: sorted(s)[len(s) // 2] for n, s in samples.items()}
 
 
 # ------------------------------------------------------------------ sizing a draft
