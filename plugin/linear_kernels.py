@@ -6,11 +6,13 @@ Why: decoding multiplies every weight matrix by one row (plain decoding) or a fe
 (AVX-512) of the benches, MKL reads the default model's weights at about 10 GB/s for one
 row and once per row for two or three rows, while the same product written as
 ``weight @ x.T`` (one row padded to two) is a small-N GEMM that reads them once at about
-29 GB/s; for 4 to 16 rows oneDNN's product over a weight reordered once into its own
-blocked layout (``torch.ops.mkldnn``, what ``torch.compile``'s CPU freezing uses) runs
-1.5–2.5× faster than either. A forward over one token of the default model went from 86
-to 35 ms in one run of ``bench/forward_cost.py``; over 8 tokens, from 98 to 52 ms with the
-reordered weights. On other CPUs ``linear`` is as fast or faster. So nothing is assumed:
+29 GB/s; from about 6 rows on, that GEMM slows down as much as ``linear``, while
+oneDNN's product over a weight reordered once into its own blocked layout
+(``torch.ops.mkldnn``, what ``torch.compile``'s CPU freezing uses) keeps 4 to 16 rows
+close to the cost of one. In one run of ``bench/forward_cost.py`` there, a forward over
+one token of the default model took 60 ms with ``linear`` and 38 ms routed; over 8
+tokens, 93 ms with ``weight @ x.T`` as the only route and 53 ms with the reordered
+weights too. On other CPUs ``linear`` is as fast or faster. So nothing is assumed:
 :func:`tune_linears` times the kernels on the model's own weights (grouped by shape, at
 1, 2, 5 and 12 rows, each group read from memory as a forward reads it) and routes a
 module's calls of each row bucket to the fastest kernel, where it beats ``linear`` by
