@@ -90,14 +90,21 @@ class Matcher(ABC):
     def fill_mask(self, mask: torch.Tensor) -> None:
         """Set ``mask[t] = True`` for every allowed token (the caller zeroes it first)."""
 
-    def fill_candidates(self, mask: torch.Tensor) -> bool:
+    candidate_refusals: int = 32
+    """Refused candidates a caller clears one by one before it asks for the full mask
+    (:meth:`fill_candidates`); a constraint whose full mask is cheap sets fewer."""
+
+    def fill_candidates(self, mask: torch.Tensor, *, greedy: bool = False) -> bool:
         """Like :meth:`fill_mask`, but the mask may also hold tokens that are refused,
         when deciding them costs more than checking the one a sampler picks (a monitor's
         analysis of text the output will never have). True: some set entries are
         unchecked, so the caller confirms its pick with :meth:`accepts`, clears a
         refused one and picks again (exact for greedy and plain temperature sampling:
-        a draw from the renormalised rest is a draw from the allowed set). Default:
-        the full mask, nothing unchecked."""
+        a draw from the renormalised rest is a draw from the allowed set). ``greedy``:
+        the caller takes the argmax, whose result does not depend on which refused
+        tokens the mask held; a constraint whose candidates depend on its caches (a
+        sampled draw would then differ, for the same seed, between a cold and a warm
+        process) offers them only then. Default: the full mask, nothing unchecked."""
         self.fill_mask(mask)
         return False
 

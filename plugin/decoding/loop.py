@@ -41,7 +41,6 @@ FINISH_LENGTH = "length"  # max_new_tokens ran out first
 FINISH_DEAD_END = "dead_end"  # the constraint allowed no token at all (a grammar bug, reported)
 FINISH_CANCELLED = "cancelled"  # should_stop() asked to stop
 _BUDGET_REDRAWS = 8  # far tokens cleared one by one before the whole mask is restricted
-_UNCHECKED_REFUSALS = 32  # refused candidates cleared one by one before the full mask is built
 
 
 @dataclass
@@ -195,7 +194,7 @@ class _Chooser:
                 mask = self.mask
                 mask.zero_()
                 if self.lazy:
-                    self.unchecked = matcher.fill_candidates(mask)
+                    self.unchecked = matcher.fill_candidates(mask, greedy=self.params.greedy)
                 else:
                     matcher.fill_mask(mask)
                 self.checks += self.vocab.size
@@ -245,7 +244,7 @@ class _Chooser:
             if not ok:
                 mask[token] = False
                 refused += 1
-                if refused == _UNCHECKED_REFUSALS:  # a monitor refusing nearly everything
+                if refused == matcher.candidate_refusals:  # refusing nearly everything
                     self._check_all()
             self.check_seconds += time.perf_counter() - t0
             if ok:
