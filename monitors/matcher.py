@@ -216,21 +216,24 @@ class MonitoredMatcher(Matcher):
         mask[:size] = torch.from_numpy(allowed).to(mask.device)
         self._fill_end(mask)
 
-    def fill_candidates(self, mask: torch.Tensor) -> bool:
-        """The constraint's mask, the monitors left to :meth:`accepts` on the token a
-        sampler picks: a full monitor mask asks the analyser about the text after every
-        group of tokens the grammar allows (``().``, ``_(``, `` (`` …), and those jedi
-        calls, for texts the output almost never takes, were most of a monitored
-        step's time (p50 158 ms)."""
+    def fill_candidates(self, mask: torch.Tensor, *, greedy: bool = False) -> bool:
+        """The constraint's mask (or its own candidates, :meth:`accepts` checks it too),
+        the monitors left to :meth:`accepts` on the token a sampler picks: a full
+        monitor mask asks the analyser about the text after every group of tokens the
+        grammar allows (``().``, ``_(``, `` (`` …), and those jedi calls, for texts the
+        output almost never takes, were most of a monitored step's time (p50 158 ms)."""
         if self._finished:
             return False
-        self._fill_constraint(mask)
+        self._fill_constraint(mask, greedy=greedy)
         self._fill_end(mask)
         return True
 
-    def _fill_constraint(self, mask: torch.Tensor) -> None:
-        """The inner constraint's mask (every text token without one)."""
-        if self._inner is not None:
+    def _fill_constraint(self, mask: torch.Tensor, *, greedy: bool | None = None) -> None:
+        """The inner constraint's mask, or with ``greedy`` given its candidates (every
+        text token without one)."""
+        if self._inner is not None and greedy is not None:
+            self._inner.fill_candidates(mask, greedy=greedy)
+        elif self._inner is not None:
             self._inner.fill_mask(mask)
         else:
             mask[: self.vocab.size] = True
