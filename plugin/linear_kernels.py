@@ -14,7 +14,7 @@ one token of the default model took 60 ms with ``linear`` and 38 ms routed; over
 tokens, 93 ms with ``weight @ x.T`` as the only route and 53 ms with the reordered
 weights too. On other CPUs ``linear`` is as fast or faster. So nothing is assumed:
 :func:`tune_linears` times the kernels on the model's own weights (grouped by shape, at
-1, 2, 5 and 12 rows, each group read from memory as a forward reads it) and routes a
+1, 2, 5, 12, 32 and 128 rows, each group read from memory as a forward reads it) and routes a
 module's calls of each row bucket to the fastest kernel, where it beats ``linear`` by
 :data:`MIN_GAIN`. The choice depends on the machine, torch and thread count, not on the
 weights' values, so it is kept in ``$STENCIL_CACHE/linear-plan.json`` and a fresh process
@@ -28,7 +28,10 @@ counter is checked), and calls that need gradients always use ``linear``.
 
 The routed products sum in another order than ``linear``, so logits can differ in the
 last bits, as they already do between one-row and many-row calls of ``linear``.
-Prefill (more than :data:`FEW_ROWS` rows) and non-CPU devices are left to ``linear``.
+Prefill (more than :data:`FEW_ROWS` rows) is routed too, between ``linear`` and the
+reordered weights only (oneDNN was 10–40% faster than ``linear`` there on the bench's
+CPU: a prompt's prefill, an edit's re-encoded tail); non-CPU devices are left to
+``linear``.
 """
 
 from __future__ import annotations
@@ -48,7 +51,9 @@ from plugin.machine_cache import machine_key, read_entry, write_entry
 log = logging.getLogger(__name__)
 
 FEW_ROWS = 16
-"""Calls over more rows than this (prefill) always use ``linear``."""
+"""Calls over up to this many rows (decoding, a draft's verification) may take the GEMM
+route; longer ones (prefill) choose between ``linear`` and the reordered weights."""
+_ANY = 1 << 62  # no upper bound
 MIN_GAIN = 0.9
 """Another kernel is taken where it costs at most this fraction of ``linear``'s time."""
 KERNELS = ("linear", "gemm", "packed")
@@ -58,13 +63,15 @@ BUCKETS: dict[str, tuple[int, int, int]] = {
     "2-3": (2, 3, 2),
     "4-7": (4, 7, 5),
     "8-16": (8, FEW_ROWS, 12),
+    "17-64": (FEW_ROWS + 1, 64, 32),
+    "65+": (65, _ANY, 128),
 }
 """Row buckets: each is timed once and routed as a whole."""
 _PACK_HINT = 8  # the batch size oneDNN's reorder is told to expect
 _REPEATS = 3
 _FLUSH_BYTES = 64 << 20  # groups smaller than this would stay in cache between passes
 _PLAN_FILE = "linear-plan.json"
-_PLAN_VERSION = 2  # 1: "one"/"few" buckets and two kernels
+_PLAN_VERSION = 3  # 1: "one"/"few" buckets and two kernels; 2: no prefill buckets
 _ATTR = "_stencil_linear_route"
 
 
@@ -221,7 +228,10 @@ class _RoutedForward:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         m = self.module
         rows = x.numel() // x.shape[-1] if x.dim() else 0
-        kernel = self.by_rows[rows] if 0 < rows <= FEW_ROWS and m.weight.is_cpu else "linear"
+        if not m.weight.is_cpu or rows == 0:
+            kernel = "linear"
+        else:
+            kernel = self.by_rows[rows] if rows <= FEW_ROWS else route_for(self.routes, rows)
         if kernel == "gemm":
             return _gemm(m.weight, m.bias, x)
         if kernel == "packed" and not (torch.is_grad_enabled() and m.weight.requires_grad):
@@ -273,11 +283,16 @@ def _measure(
             plan.routes[shape], plan.milliseconds[shape] = {}, {}
             for bucket, (_, _, rows) in BUCKETS.items():
                 x = torch.randn(rows, weights[0].shape[1], dtype=weights[0].dtype)
+                repeats = _REPEATS if rows <= FEW_ROWS else 1  # a prefill-sized pass is long
                 times = {
                     name: round(
-                        _time_pass(lambda w, k=kernel, x=x: k(w, x), weights, flush if small else None), 3
+                        _time_pass(
+                            lambda w, k=kernel, x=x: k(w, x), weights, flush if small else None, repeats
+                        ),
+                        3,
                     )
                     for name, kernel in kernels.items()
+                    if name != "gemm" or rows <= FEW_ROWS
                 }
                 plan.milliseconds[shape][bucket] = times
                 best = min(times, key=times.__getitem__)
@@ -289,11 +304,15 @@ def _measure(
 
 
 def _time_pass(
-    kernel: Callable[[torch.Tensor], torch.Tensor], weights: list[torch.Tensor], flush: torch.Tensor | None
+    kernel: Callable[[torch.Tensor], torch.Tensor],
+    weights: list[torch.Tensor],
+    flush: torch.Tensor | None,
+    repeats: int = _REPEATS,
 ) -> float:
-    """Fastest of a few passes over ``weights`` in milliseconds, caches flushed before each."""
+    """Fastest of ``repeats`` passes over ``weights`` in milliseconds (after one that
+    warms the kernel), caches flushed before each."""
     best = float("inf")
-    for i in range(_REPEATS + 1):
+    for i in range(repeats + 1):
         if flush is not None:
             flush.fill_(float(i))
         t = time.perf_counter()

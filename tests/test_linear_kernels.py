@@ -60,11 +60,11 @@ def test_packed_route_computes_linear(rows, bias):
 
 
 def test_every_row_count_has_one_bucket():
-    routes = dict(zip(BUCKETS, ["gemm", "packed", "linear", "packed"], strict=True))
-    for rows in range(1, FEW_ROWS + 1):
+    routes = dict(zip(BUCKETS, ["gemm", "packed", "linear", "packed", "linear", "packed"], strict=True))
+    for rows in [*range(1, 300), 4096, 100_000]:
         owners = [name for name, (low, high, _) in BUCKETS.items() if low <= rows <= high]
         assert len(owners) == 1 and route_for(routes, rows) == routes[owners[0]]
-    assert route_for(routes, FEW_ROWS + 1) == "linear" and route_for(routes, 0) == "linear"
+    assert route_for(routes, 0) == "linear"
     assert all(low <= timed <= high for low, high, timed in BUCKETS.values())
 
 
@@ -96,8 +96,11 @@ def test_plan_is_measured_once_then_read_back(tiny_model, own_cache):
     for shape in shapes:
         assert set(first.routes[shape]) == set(BUCKETS)
         assert set(first.routes[shape].values()) <= set(KERNELS)
-        for times in first.milliseconds[shape].values():
-            assert {"linear", "gemm"} <= set(times) <= set(KERNELS) and min(times.values()) > 0
+        for bucket, times in first.milliseconds[shape].items():
+            assert set(times) <= set(KERNELS) and min(times.values()) > 0
+            few = BUCKETS[bucket][2] <= FEW_ROWS  # prefill buckets: linear or the reordered weights
+            assert "linear" in times and ("gemm" in times) == few
+            assert few or first.routes[shape][bucket] != "gemm"
     fewer = tune_linears(model, kernels=("gemm",))  # another plan, measured and kept apart
     assert fewer.source == "measured"
     assert all(set(b.values()) <= {"linear", "gemm"} for b in fewer.routes.values())
@@ -110,9 +113,11 @@ def test_plan_is_measured_once_then_read_back(tiny_model, own_cache):
 def test_routed_model_gives_the_same_logits_and_undoes_cleanly(tiny_model, own_cache, kernel):
     model = copy.deepcopy(tiny_model)
     ids = torch.tensor([[1, 5, 9, 200, 3000]])
+    prompt = torch.arange(100, 180)[None]  # a prefill-sized call (the 65+ bucket)
     with torch.no_grad():
         plain_prefill = model(ids).logits
         plain_step = model(ids[:, :1]).logits
+        plain_prompt = model(prompt).logits
     plan = _force_routes(model, own_cache, kernel)
     assert plan.source == "cache" and plan.modules == sum(
         1 for m in model.modules() if type(m) is torch.nn.Linear
@@ -120,6 +125,7 @@ def test_routed_model_gives_the_same_logits_and_undoes_cleanly(tiny_model, own_c
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, plain_prefill, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(model(ids[:, :1]).logits, plain_step, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(model(prompt).logits, plain_prompt, rtol=1e-4, atol=1e-4)
     clone = copy.deepcopy(model)  # the copy's routes read the copy's weights
     with torch.no_grad():
         for p in clone.parameters():
