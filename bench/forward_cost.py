@@ -9,6 +9,8 @@ Two measurements, medians of ``--repeats``, in the same run:
   weights were a choice) and routed as ``load_model`` routes them on this machine
   (``routed``, ``plugin.linear_kernels``); the three are timed in rotation, one forward
   of each per size per round, so a machine whose speed drifts drifts for all three;
+- a prompt's prefill over 64 and 300 tokens from an empty cache, the same three
+  settings in rotation (5 rounds);
 - one matrix product with the model's own weights, by rows and kernel (``linear``,
   ``gemm``, ``packed``): the MLP gate projection and the LM head (where the CPU's BLAS
   changes kernels, the curve steps).
@@ -48,6 +50,8 @@ from plugin.speculation.forward_cost import forward_cost, time_forwards  # noqa:
 TOKENS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)
 ROWS = (1, 2, 3, 4, 5, 6, 8, 12, 16)
 SETTINGS = ("linear", "gemm", "routed")
+PREFILLS = (64, 300)  # prompt lengths whose prefill (from an empty cache) is timed too
+PREFILL_ROUNDS = 5
 
 
 def _median(samples: list[float]) -> float:
@@ -80,6 +84,30 @@ def forward_costs(
             _use(model, setting)
             for n, seconds in time_forwards(model, ids[:-1], TOKENS, 1, warm=1).items():
                 samples[setting][n].append(seconds)
+    return {s: {n: _median(v) for n, v in by_n.items()} for s, by_n in samples.items()}
+
+
+@torch.inference_mode()
+def prefill_costs(model: Any, ids: list[int], settings: list[str]) -> dict[str, dict[int, float]]:
+    """Median seconds of a prompt's prefill (``plugin.kv.cache.extend`` from an empty
+    cache, as a generation's first forward) over ``PREFILLS`` tokens, per setting, in
+    rotation over ``PREFILL_ROUNDS`` rounds."""
+    from transformers import DynamicCache
+
+    from plugin.kv.cache import extend
+
+    device = next(model.parameters()).device
+    sizes = [n for n in PREFILLS if n <= len(ids)]
+    samples: dict[str, dict[int, list[float]]] = {s: {n: [] for n in sizes} for s in settings}
+    for _ in range(PREFILL_ROUNDS):
+        for setting in settings:
+            _use(model, setting)
+            for n in sizes:
+                _synchronize(device)
+                t0 = time.perf_counter()
+                extend(model, DynamicCache(), ids[:n])
+                _synchronize(device)
+                samples[setting][n].append(time.perf_counter() - t0)
     return {s: {n: _median(v) for n, v in by_n.items()} for s, by_n in samples.items()}
 
 
@@ -124,6 +152,7 @@ def main() -> int:
         _use(model, setting)
         time_forwards(model, ids[:-1], TOKENS, 1)
     forwards = forward_costs(model, ids, args.repeats, settings)
+    prefills = prefill_costs(model, ids, settings)
     _use(model, "routed" if device.type == "cpu" else "linear")
     plan = getattr(model, "_stencil_linear_plan", None)
     kernels = ["linear", "gemm"] + (["packed"] if _packed_unavailable() is None else [])
@@ -143,6 +172,10 @@ def main() -> int:
     for n in TOKENS:
         cells = " | ".join(f"{forwards[s][n] * 1e3:.1f}" for s in settings)
         print(f"| {n} | {cells} | {forwards[settings[-1]][n] / one:.2f} |")
+    print("\n| prefill tokens | " + " | ".join(f"{s} ms" for s in settings) + " |")
+    print("|---" * (len(settings) + 1) + "|")
+    for n in prefills[settings[0]]:
+        print(f"| {n} | " + " | ".join(f"{prefills[s][n] * 1e3:.0f}" for s in settings) + " |")
     names = " / ".join(kernels)
     print(f"\n| rows | MLP gate µs: {names} | LM head ms: {names} |\n|---|---|---|")
     for rows in ROWS:
@@ -168,6 +201,7 @@ def main() -> int:
     payload = {
         "meta": {**model_run_meta("forward_cost", model, device), "arguments": vars(args)},
         "forward_seconds": forwards,
+        "prefill_seconds": prefills,
         "gate_seconds": gate,
         "lm_head_seconds": head,
         "one_time_seconds": {"linear_routes": tune_seconds, "forward_cost_curve": curve_seconds},

@@ -1,4 +1,5 @@
-"""Few-row matrix products routed to the kernel this CPU runs fastest, chosen by measurement.
+"""The model's matrix products routed to the kernel this CPU runs fastest for their row
+count, chosen by measurement.
 
 Why: decoding multiplies every weight matrix by one row (plain decoding) or a few rows
 (a speculative draft's verification). On some CPUs the BLAS behind
@@ -14,8 +15,8 @@ one token of the default model took 60 ms with ``linear`` and 38 ms routed; over
 tokens, 93 ms with ``weight @ x.T`` as the only route and 53 ms with the reordered
 weights too. On other CPUs ``linear`` is as fast or faster. So nothing is assumed:
 :func:`tune_linears` times the kernels on the model's own weights (grouped by shape, at
-1, 2, 5, 12, 32 and 128 rows, each group read from memory as a forward reads it) and routes a
-module's calls of each row bucket to the fastest kernel, where it beats ``linear`` by
+1, 2, 5, 12, 32 and 128 rows, each group read from memory as a forward reads it) and
+routes a module's calls of each row bucket to the fastest kernel, where it beats ``linear`` by
 :data:`MIN_GAIN`. The choice depends on the machine, torch and thread count, not on the
 weights' values, so it is kept in ``$STENCIL_CACHE/linear-plan.json`` and a fresh process
 pays the measurement (a few seconds on the default model) once per machine.
@@ -77,7 +78,7 @@ _ATTR = "_stencil_linear_route"
 
 @dataclass
 class LinearPlan:
-    """Which kernel each weight shape's few-row calls use, per row bucket.
+    """Which kernel each weight shape's calls use, per row bucket.
 
     ``routes[shape][bucket]`` is one of :data:`KERNELS`; ``milliseconds[shape][bucket]``
     maps each timed kernel to its time over the whole group; ``source`` is
@@ -104,7 +105,7 @@ class LinearPlan:
 def tune_linears(
     model: torch.nn.Module, *, use_cache: bool = True, kernels: Sequence[str] = KERNELS
 ) -> LinearPlan:
-    """Measure (or read from the per-machine cache) and install the few-row routes.
+    """Measure (or read from the per-machine cache) and install the routes.
 
     ``kernels``: the ones to choose from (``"linear"`` is always among them; benches
     pass fewer to compare). Safe to call again: earlier routes are removed first.

@@ -33,28 +33,19 @@ def own_cache(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, FEW_ROWS, FEW_ROWS + 1])
+@pytest.mark.parametrize("kernel", ["gemm", pytest.param("packed", marks=needs_packed)])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, FEW_ROWS, FEW_ROWS + 1, 80])
 @pytest.mark.parametrize("bias", [False, True])
-def test_gemm_route_computes_linear(rows, bias):
-    torch.manual_seed(rows)
-    layer = torch.nn.Linear(96, 160, bias=bias)
-    x = torch.randn(1, rows, 96)
-    expected = torch.nn.functional.linear(x, layer.weight, layer.bias)
-    got = _gemm(layer.weight, layer.bias, x)
-    assert got.shape == expected.shape and got.is_contiguous()
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-
-
-@needs_packed
-@pytest.mark.parametrize("rows", [1, 2, 5, 8, FEW_ROWS, FEW_ROWS + 1])
-@pytest.mark.parametrize("bias", [False, True])
-def test_packed_route_computes_linear(rows, bias):
+def test_routes_compute_linear(kernel, rows, bias):
     torch.manual_seed(rows)
     layer = torch.nn.Linear(96, 160, bias=bias)
     x = torch.randn(1, rows, 96)
     with torch.no_grad():
         expected = torch.nn.functional.linear(x, layer.weight, layer.bias)
-        got = _packed(_pack(layer.weight), layer.bias, x)
+        if kernel == "gemm":
+            got = _gemm(layer.weight, layer.bias, x)
+        else:
+            got = _packed(_pack(layer.weight), layer.bias, x)
     assert got.shape == expected.shape and got.is_contiguous()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
