@@ -30,9 +30,9 @@ counter is checked), and calls that need gradients always use ``linear``.
 The routed products sum in another order than ``linear``, so logits can differ in the
 last bits, as they already do between one-row and many-row calls of ``linear``.
 Prefill (more than :data:`FEW_ROWS` rows) is routed too, between ``linear`` and the
-reordered weights only (oneDNN was 10–40% faster than ``linear`` there on the bench's
-CPU: a prompt's prefill, an edit's re-encoded tail); non-CPU devices are left to
-``linear``.
+reordered weights only (a prompt's prefill, an edit's re-encoded tail: on the bench's
+CPU a prefill of 64 tokens took 0.67 of ``linear``'s time, of 300 tokens 0.87); non-CPU
+devices are left to ``linear``.
 """
 
 from __future__ import annotations
