@@ -121,21 +121,20 @@ class CompiledGrammar:
             table = self._tables[q] = self._load_or_build_table(q)
         return table
 
-    def table_ready(self, q: int) -> bool:
-        """Whether lexer state ``q``'s token table is in memory or on disk (cheap to
-        have), as opposed to a walk of the vocabulary (about a millisecond per state on
-        the default vocabulary, 1–14 ms on Llama-3's)."""
-        if q in self._tables:
-            return True
-        return self.table_dir is not None and (self.table_dir / f"q{q}.bin").is_file()
+    def mask_ready(self, q: int, syn: int) -> bool:
+        """Whether the mask of ``(q, syn)`` is cached (a copy away), as opposed to a
+        build from the lexer state's token table (read from disk or, in a cold
+        process, a walk of the vocabulary: about a millisecond per state on the
+        default vocabulary, 1–14 ms on Llama-3's)."""
+        return (q, syn) in self._masks
 
     def continues(self, q: int, syn: int) -> bool:
-        """Whether some text token is allowed from ``(q, syn)``, exactly, without a cold
-        table where possible: a cached mask or a ready table answers; else a token of
-        one byte that is allowed proves it (one walk each, the likeliest bytes first);
-        only when none is does the table decide."""
+        """Whether some text token is allowed from ``(q, syn)``, exactly, without a
+        mask where possible: a cached mask answers; else a token of one byte that is
+        allowed proves it (one walk each, the likeliest bytes first); only when none is
+        does the mask decide."""
         hit = self._masks.get((q, syn))
-        if hit is None and not self.table_ready(q):
+        if hit is None:
             for data in self._byte_probes():
                 if _walk(self, q, syn, data, check=True) is not None:
                     return True
@@ -674,15 +673,16 @@ class GrammarMatcher(Matcher):
     candidate_refusals = 4  # then the full mask: a cold table costs about a millisecond
 
     def fill_candidates(self, mask: torch.Tensor, *, greedy: bool = False) -> bool:
-        """Greedy, from a lexer state whose token table is not ready (a first visit in
-        a process with no table on disk): every text token as an unchecked candidate,
-        and end-of-sequence where the grammar may end. The caller's argmax is then
-        checked with one walk of its bytes instead of a walk of the whole vocabulary,
-        and the model's pick is usually allowed; after :attr:`candidate_refusals`
-        refused picks the caller asks for the full mask. The chosen token is the same
-        either way. Otherwise (sampling, a ready table) the full mask."""
+        """Greedy, from a state whose mask is not cached: every text token as an
+        unchecked candidate, and end-of-sequence where the grammar may end. The
+        caller's argmax is then checked with one walk of its bytes instead of a mask
+        built from the lexer state's token table (read from disk, or in a cold process
+        a walk of the whole vocabulary), and the model's pick is usually allowed; after
+        :attr:`candidate_refusals` refused picks the caller asks for the full mask. The
+        chosen token is the same either way. Otherwise (sampling, a cached mask) the
+        full mask."""
         st = self._state
-        if not greedy or self._is_done() or self._g.table_ready(st.q):
+        if not greedy or self._is_done() or self._g.mask_ready(st.q, st.syn):
             self.fill_mask(mask)
             return False
         size = self.vocab.size

@@ -1,10 +1,10 @@
-"""A grammar in a cold process (no token table for the lexer state yet) offers every
-text token as an unchecked candidate to a greedy caller, and answers ``is_finished``
-without a table where a one-byte token proves the output goes on
-(``GrammarMatcher.fill_candidates``, ``CompiledGrammar.continues``). Both must decide
-exactly what the tables decide: the same ``continues`` as ``allowed(...).any()`` on
-states reached by random walks, and the same greedy tokens cold and warm on the
-default model."""
+"""A grammar state whose mask is not cached (a first visit: in a cold process its
+lexer state has no token table yet) offers every text token as an unchecked candidate
+to a greedy caller, and answers ``is_finished`` without a mask where a one-byte token
+proves the output goes on (``GrammarMatcher.fill_candidates``,
+``CompiledGrammar.continues``). Both must decide exactly what the masks decide: the
+same ``continues`` as ``allowed(...).any()`` on states reached by random walks, and the
+same greedy tokens as full masks on the default model."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_cold_state_offers_candidates_only_to_greedy(default_tokenizer, default_
     matcher.fill_mask(full)
     assert torch.equal(sampled, full) and bool((full & ~lazy).sum() == 0)
     warm = torch.zeros_like(lazy)
-    assert not matcher.fill_candidates(warm, greedy=True)  # the table is ready now
+    assert not matcher.fill_candidates(warm, greedy=True)  # the mask is cached now
     assert torch.equal(warm, full)
 
 
@@ -86,7 +86,7 @@ def test_cold_greedy_tokens_equal_full_masks(default_model, monkeypatch, prompt,
     model, tokenizer = default_model
     cold = _cold(compile_grammar(grammar, tokenizer))
     first = constrained_generate(model, tokenizer, prompt, constraint=cold, max_new_tokens=40, **options)
-    monkeypatch.setattr(CompiledGrammar, "table_ready", lambda self, q: True)  # full masks only
+    monkeypatch.setattr(CompiledGrammar, "mask_ready", lambda self, q, syn: True)  # full masks only
     full = _cold(cold)
     second = constrained_generate(model, tokenizer, prompt, constraint=full, max_new_tokens=40, **options)
     assert first.token_ids == second.token_ids and first.valid
