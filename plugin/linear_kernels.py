@@ -247,10 +247,10 @@ class _RoutedForward:
 
 
 def _install(module: torch.nn.Linear, routes: dict[str, str], packed: torch.Tensor | None) -> None:
-    if "packed" in routes.values() and packed is None:
-        packed = _pack(module.weight)  # now, not in the first generation's first forward
-    elif "packed" not in routes.values():
+    if "packed" not in routes.values():
         packed = None
+    elif packed is None:
+        packed = _pack(module.weight)  # now, not in the first generation's first forward
     module.forward = _RoutedForward(module, routes, packed)  # type: ignore[method-assign]
     setattr(module, _ATTR, dict(routes))
 
@@ -264,9 +264,10 @@ def _measure(
     redo them."""
     start = time.perf_counter()
     plan = LinearPlan(source="measured")
-    why = _packed_unavailable() if "packed" in chosen else "not chosen"
-    if why is not None and "packed" in chosen:
+    why = _packed_unavailable() if "packed" in chosen else None
+    if why is not None:
         plan.unavailable["packed"] = why
+    use_packed = "packed" in chosen and why is None
     flush = torch.empty(_FLUSH_BYTES // 4, dtype=torch.float32)
     with torch.inference_mode():
         for shape, modules in groups.items():
@@ -278,7 +279,7 @@ def _measure(
             if "gemm" in chosen:
                 kernels["gemm"] = lambda w, x: _gemm(w, None, x)
             packs: dict[int, torch.Tensor] = {}
-            if why is None:
+            if use_packed:
                 packs = {id(w): _pack(w) for w in weights}
                 kernels["packed"] = lambda w, x, packs=packs: _packed(packs[id(w)], None, x)
             plan.routes[shape], plan.milliseconds[shape] = {}, {}
